@@ -1,0 +1,1879 @@
+#!/usr/bin/env python3
+"""Dino Server: a self-hosted Dino game, its leaderboard, and a turn-based game API.
+
+One file, standard library only.  Start it with ``python3 server.py`` and open
+the address it prints.  ``python3 server.py --help`` lists the options.
+
+The file reads top to bottom in dependency order: constants and limits,
+errors, validation, storage (journal, snapshot, group commit), the
+leaderboard, users and tokens, games (the plugin protocol and the built-in
+games), routes, the request handler, the server's lifecycle, and ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import contextlib
+import errno
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+import unicodedata
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol, runtime_checkable
+
+try:
+    import fcntl  # Unix: lets us refuse a second server on the same data directory
+except ImportError:  # Windows has no fcntl; the data directory is then not locked
+    fcntl = None
+
+__version__ = "1.0"
+
+
+# ---------------------------------------------------------------------------
+# Constants and limits
+# ---------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GAME_DIR = os.path.join(HERE, "game")
+DEFAULT_DATA_DIR = os.path.join(HERE, "data")
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8080
+
+MAX_NAME_CHARS = 32            # a name fits one leaderboard row on a phone
+MAX_SCORE = 10_000_000         # far above any real run (about 19.5 points a second)
+TOP_SCORES_KEPT = 5            # each player keeps their five best
+MAX_PLAYERS = 250_000          # bounds memory (about 60 MB) against a runaway script
+MAX_USERS = 250_000            # the same bound for game-API users
+
+MAX_BODY_BYTES = 64 * 1024     # every real body is a few dozen bytes
+SOCKET_TIMEOUT_S = 10          # a client silent this long is dropped
+REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arrive within this
+MAX_CONNECTIONS = 256          # beyond this new connections get 503, so slow clients cannot exhaust threads
+LISTEN_BACKLOG = 128           # a class of 30 opening the page at the same moment
+SHUTDOWN_DRAIN_S = 1.2         # Ctrl-C waits this long for requests in flight, then compacts and exits
+
+MAX_SUBSCRIBERS = 128          # open live pages (/events); a class of 30 with a few tabs each
+EVENTS_HEARTBEAT_S = 15        # comment line that keeps proxies and the browser from timing out
+EVENTS_COALESCE_S = 0.25       # a burst of posts within this window becomes one event
+EVENTS_RETRY_MS = 3000         # how soon a browser reconnects a dropped stream
+
+TOKEN_TTL_S = 3600             # default lifetime of a game-API token
+TOKEN_BYTES = 32               # secrets.token_urlsafe(32): 256 bits
+PUBLIC_ID_BYTES = 4            # the short id that tells same-named users apart in /allmetrics
+MOVE_LOCK_STRIPES = 256        # moves on one user and game are serialised by one of these locks
+
+COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
+LISTING_CACHE_ENTRIES = 64            # cached /scores and /players answers per leaderboard version
+
+SNAPSHOT_FILE = "state.json"
+JOURNAL_FILE = "journal.jsonl"
+LOCK_FILE = ".lock"
+SNAPSHOT_FORMAT = "dino-server/1"
+
+# Unicode categories a name may not contain: control, format (invisible),
+# surrogate, private use and unassigned characters.
+REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class HTTPError(Exception):
+    """An answer other than success: a status and a sentence a person can act on."""
+
+    def __init__(self, status, message, headers=(), close=False):
+        super().__init__(message)
+        self.status = HTTPStatus(status)
+        self.message = message
+        self.headers = list(headers)
+        self.close = close
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says what to do."""
+
+
+class IllegalMove(Exception):
+    """A move the game's rules refuse; the message says what a legal move looks like."""
+
+
+# ---------------------------------------------------------------------------
+# Validation of names and bodies
+# ---------------------------------------------------------------------------
+
+def decode_path_segment(segment, what="name"):
+    """Percent-decode one path segment as UTF-8, refusing invalid bytes."""
+    try:
+        return urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPError(400, f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
+
+
+def clean_name(raw, what="name"):
+    """Return a name normalised to NFC and trimmed, or refuse it with 400."""
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        raise HTTPError(400, f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
+    if len(name) > MAX_NAME_CHARS:
+        raise HTTPError(400, f"the {what} is {len(name)} characters long: use at most {MAX_NAME_CHARS}")
+    for char in name:
+        if unicodedata.category(char) in REFUSED_NAME_CATEGORIES:
+            raise HTTPError(400, f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
+                                 "use letters, digits, spaces and punctuation")
+    return name
+
+
+def name_key(name):
+    """The key under which a name is compared: case-insensitive, NFC."""
+    return unicodedata.normalize("NFC", name.casefold())
+
+
+def _refuse_json_constant(constant):
+    raise ValueError(f"{constant} is not a number JSON allows")
+
+
+def parse_json(body):
+    """Parse a request body as strict JSON (no NaN or Infinity), or refuse it with 400."""
+    try:
+        return json.loads(body, parse_constant=_refuse_json_constant)
+    except UnicodeDecodeError:
+        raise HTTPError(400, "the body is not UTF-8 text") from None
+    except RecursionError:
+        raise HTTPError(400, "the body is JSON nested too deeply") from None
+    except ValueError as error:
+        raise HTTPError(400, f"the body is not valid JSON ({error})") from None
+
+
+def parse_json_object(body, example):
+    """Parse a body that must be one JSON object; ``example`` shows a good one."""
+    if not body.strip():
+        raise HTTPError(400, f"the body is empty: send a JSON object like {example}")
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise HTTPError(400, f"the body must be a JSON object like {example}, not {json_type(value)}")
+    return value
+
+
+def json_type(value):
+    """Name a JSON value's type the way a person reading the error would."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def parse_score(body):
+    """Return the integer score of a POST /score body, or refuse it with 400."""
+    example = '{"score": 120}'
+    value = parse_json_object(body, example).get("score", _MISSING)
+    if value is _MISSING:
+        raise HTTPError(400, f'the body has no "score": send {example}')
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HTTPError(400, f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
+    if not 0 <= value <= MAX_SCORE:
+        raise HTTPError(400, f'"score" must be from 0 to {MAX_SCORE}; {value} is out of range')
+    return value
+
+
+_MISSING = object()
+
+
+def parse_count(query, field, default):
+    """Read a non-negative whole number from the query string, or refuse it with 400."""
+    raw = query.get(field)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        raise HTTPError(400, f"{field} must be a whole number from 0 to 999999999, not {raw[:20]!r}")
+    return int(raw)
+
+
+# ---------------------------------------------------------------------------
+# Storage: a snapshot, a journal, and group commit
+# ---------------------------------------------------------------------------
+
+def fsync_directory(path):
+    """Make a rename or a new file in ``path`` durable."""
+    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory to fsync it
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd, data):
+    """os.write until every byte is written (a write may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_file_atomically(path, data):
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+    temp = f"{path}.tmp"  # not *.json, so a half-written file is never taken for data
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+    fsync_directory(os.path.dirname(path))
+
+
+class Journal:
+    """An append-only file of JSON lines; an append returns only once it is on disk."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        self.broken = False  # set when a failed append could not be taken back
+
+    def append(self, data):
+        """Write and fsync ``data``; on failure take back whatever part of it landed."""
+        try:
+            write_all(self.fd, data)
+            os.fsync(self.fd)
+        except OSError:
+            self._take_back()
+            raise
+        self.size += len(data)
+
+    def _take_back(self):
+        # A record that was refused must not come back at the next start, so the
+        # file is cut back to its last acknowledged byte.
+        try:
+            os.ftruncate(self.fd, self.size)
+            os.fsync(self.fd)
+        except OSError:
+            self.broken = True
+
+    def reset(self):
+        """Empty the journal after its records went into a snapshot."""
+        os.ftruncate(self.fd, 0)
+        os.fsync(self.fd)
+        self.size = 0
+
+    def close(self):
+        os.close(self.fd)
+
+
+def read_journal(path, log):
+    """Yield the records of a journal file; drop a torn last line, refuse corruption before it."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:
+        return
+    lines = raw.split(b"\n")
+    good_bytes = 0
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+                raise ValueError("not a journal record")
+        except ValueError as error:
+            raise StartupError(
+                f"{path} line {number} is corrupt ({error}); the file was left as it is. "
+                "Restore it from a backup, or move it away to start from the snapshot alone") from None
+        good_bytes += len(line) + 1
+        yield record
+    if lines[-1]:
+        # The last write never finished, so it was never acknowledged: drop it,
+        # and cut it off so the next append starts on a line of its own.
+        log(f"{path}: dropped a torn last line of {len(lines[-1])} bytes (a write that was never acknowledged)")
+        with open(path, "r+b") as file:
+            file.truncate(good_bytes)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+class _Pending:
+    """One record waiting in the group-commit queue."""
+
+    __slots__ = ("record", "line", "done", "result", "error")
+
+    def __init__(self, record, line):
+        self.record = record
+        self.line = line
+        self.done = False
+        self.result = None
+        self.error = None
+
+
+class Storage:
+    """The data directory: state in memory, a snapshot and a journal on disk.
+
+    Every change is a record.  ``commit`` appends it to the journal, fsyncs,
+    and only then applies it to memory, so memory never holds what the disk
+    does not.  Concurrent commits are grouped: whichever caller finds the disk
+    idle writes everything queued so far with one write and one fsync.
+    """
+
+    def __init__(self, data_dir, state, log):
+        self.data_dir = data_dir
+        self.state = state
+        self.log = log
+        self.snapshot_path = os.path.join(data_dir, SNAPSHOT_FILE)
+        self.journal_path = os.path.join(data_dir, JOURNAL_FILE)
+        self.lock = threading.Lock()          # guards the state; readers hold it too
+        self._cond = threading.Condition(self.lock)
+        self._queue = []
+        self._writing = False
+        self.closed = False
+        self._lock_file = self._lock_directory()
+        self.snapshot_bytes = 0
+        try:
+            self.applied_seq = self._load()
+        except StartupError:
+            self._lock_file.close()
+            raise
+        self.next_seq = self.applied_seq + 1
+        self.journal = Journal(self.journal_path)
+        fsync_directory(data_dir)
+
+    def _lock_directory(self):
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            lock_file = open(os.path.join(self.data_dir, LOCK_FILE), "a")
+        except OSError as error:
+            raise StartupError(f"cannot use the data directory {self.data_dir}: {error.strerror}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock_file.close()
+                raise StartupError(f"another Dino Server is already using {self.data_dir}: "
+                                   "stop it, or give this one another --data directory") from None
+        return lock_file
+
+    def _load(self):
+        """Load the snapshot, replay the journal, and return the last applied sequence number."""
+        seq = 0
+        try:
+            with open(self.snapshot_path, "rb") as file:
+                raw = file.read()
+        except FileNotFoundError:
+            raw = None
+        if raw is not None:
+            self.snapshot_bytes = len(raw)
+            try:
+                snapshot = json.loads(raw)
+                if snapshot.get("format") != SNAPSHOT_FORMAT:
+                    raise ValueError(f"format is not {SNAPSHOT_FORMAT}")
+                seq = snapshot["seq"]
+                self.state.load_snapshot(snapshot)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+                raise StartupError(
+                    f"{self.snapshot_path} is corrupt ({error}); the server will not start over it and has "
+                    "not changed it. Restore it from a backup, or move it away to start empty") from None
+        for record in read_journal(self.journal_path, self.log):
+            if record["seq"] <= seq:
+                continue  # already in the snapshot: the journal was not emptied after compaction
+            try:
+                self.state.apply(record)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise StartupError(
+                    f"{self.journal_path} has a record it cannot apply (seq {record['seq']}: {error!r}); "
+                    "the file was left as it is. Restore it from a backup") from None
+            seq = record["seq"]
+        return seq
+
+    def read(self):
+        """The lock to hold while reading the state."""
+        return self.lock
+
+    def commit(self, record):
+        """Make ``record`` durable, apply it, and return what applying it returned."""
+        with self._cond:
+            if self.closed:
+                raise HTTPError(503, "the server is shutting down; try again in a moment")
+            if self.journal.broken:
+                raise HTTPError(503, "the server cannot write to its data directory and has stopped "
+                                     "taking changes; reads still work. Restart it once the disk is fixed")
+            record["seq"] = self.next_seq
+            self.next_seq += 1
+            pending = _Pending(record, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+            self._queue.append(pending)
+            while not pending.done:
+                if self._writing:
+                    self._cond.wait()
+                else:
+                    self._write_queue()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _write_queue(self):
+        """As the one writer: write the whole queue with one fsync, then apply it (lock held)."""
+        batch, self._queue = self._queue, []
+        self._writing = True
+        self._cond.release()
+        try:
+            self.journal.append(b"".join(pending.line for pending in batch))
+            error = None
+        except OSError as failure:
+            error = failure
+        finally:
+            self._cond.acquire()
+        for pending in batch:
+            if error is None:
+                pending.result = self.state.apply(pending.record)
+                self.applied_seq = pending.record["seq"]
+            else:
+                pending.error = HTTPError(503, f"the server could not save that ({error.strerror or error}); "
+                                               "nothing was changed: try again later")
+            pending.done = True
+        if error is not None:
+            self.log(f"write to {self.journal_path} failed: {error}")
+        elif self.journal.size > max(COMPACT_MIN_BYTES, self.snapshot_bytes):
+            self._compact_as_writer()
+        self._writing = False
+        self._cond.notify_all()
+
+    def _compact_as_writer(self):
+        # Only the writer changes the state, so while we hold the writer's role
+        # the state is still and readers may go on reading it.
+        self.state.prune(time.time())
+        self._cond.release()
+        try:
+            self._compact()
+        except OSError as error:
+            self.log(f"compaction failed, the journal is kept as it is: {error}")
+        finally:
+            self._cond.acquire()
+
+    def _compact(self):
+        snapshot = self.state.to_snapshot()
+        snapshot.update(format=SNAPSHOT_FORMAT, seq=self.applied_seq, saved_at=int(time.time()))
+        data = json.dumps(snapshot, separators=(",", ":")).encode()
+        write_file_atomically(self.snapshot_path, data)
+        self.snapshot_bytes = len(data)
+        self.journal.reset()
+
+    def close(self):
+        """Wait for the writer, compact, and release the data directory."""
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            if self.closed:
+                return
+            self.closed = True
+            self._writing = True
+            self.state.prune(time.time())
+        try:
+            self._compact()
+        except OSError as error:
+            self.log(f"compaction at shutdown failed, the journal keeps every write: {error}")
+        finally:
+            self.journal.close()
+            self._lock_file.close()
+
+
+# ---------------------------------------------------------------------------
+# Leaderboard
+# ---------------------------------------------------------------------------
+
+class RankedList:
+    """A sorted list kept in chunks, so insert and remove stay cheap at a million entries."""
+
+    CHUNK = 1000
+
+    def __init__(self, items=()):
+        items = sorted(items)
+        self._chunks = [items[i:i + self.CHUNK] for i in range(0, len(items), self.CHUNK)]
+        self._maxes = [chunk[-1] for chunk in self._chunks]
+        self._len = len(items)
+
+    def __len__(self):
+        return self._len
+
+    def __iter__(self):
+        for chunk in self._chunks:
+            yield from chunk
+
+    def add(self, item):
+        self._len += 1
+        if not self._chunks:
+            self._chunks.append([item])
+            self._maxes.append(item)
+            return
+        i = bisect.bisect_left(self._maxes, item)
+        if i == len(self._maxes):
+            i -= 1
+            self._chunks[i].append(item)
+            self._maxes[i] = item
+        else:
+            bisect.insort(self._chunks[i], item)
+        chunk = self._chunks[i]
+        if len(chunk) > 2 * self.CHUNK:
+            self._chunks.insert(i + 1, chunk[self.CHUNK:])
+            del chunk[self.CHUNK:]
+            self._maxes.insert(i + 1, self._maxes[i])
+            self._maxes[i] = chunk[-1]
+
+    def remove(self, item):
+        i = bisect.bisect_left(self._maxes, item)
+        chunk = self._chunks[i]
+        del chunk[bisect.bisect_left(chunk, item)]
+        self._len -= 1
+        if chunk:
+            self._maxes[i] = chunk[-1]
+        else:
+            del self._chunks[i]
+            del self._maxes[i]
+
+    def slice(self, offset, limit):
+        """Items ``offset`` to ``offset + limit`` in order."""
+        found = []
+        for chunk in self._chunks:
+            if offset >= len(chunk):
+                offset -= len(chunk)
+                continue
+            found.extend(chunk[offset:offset + limit - len(found)])
+            offset = 0
+            if len(found) >= limit:
+                break
+        return found
+
+
+class Leaderboard:
+    """Every player's five best scores, and all kept scores in one ranking.
+
+    An entry is ``(-score, seq, key)``: sorting entries puts the best score
+    first, and equal scores in the order they were posted.
+    """
+
+    def __init__(self, on_change):
+        self.players = {}          # key -> [name as first spelled, entries best first]
+        self.ranked = RankedList()
+        self.version = 0           # changes whenever a kept score changes
+        self.on_change = on_change
+
+    def add_score(self, record):
+        """Apply a journal record ``{"name", "score", "seq"}``; True if the score was kept."""
+        name, score, seq = record["name"], record["score"], record["seq"]
+        if not isinstance(name, str) or not isinstance(score, int):
+            raise TypeError("a score record needs a name and an integer score")
+        key = name_key(name)
+        player = self.players.get(key)
+        if player is None:
+            player = self.players[key] = [name, []]
+        entries = player[1]
+        entry = (-score, seq, key)
+        if len(entries) >= TOP_SCORES_KEPT:
+            if entry > entries[-1]:
+                return False
+            self.ranked.remove(entries.pop())
+        bisect.insort(entries, entry)
+        self.ranked.add(entry)
+        self.version += 1
+        self.on_change()
+        return True
+
+    def top_scores(self, key):
+        player = self.players.get(key)
+        if player is None:
+            return None
+        return {"name": player[0], "scores": [-entry[0] for entry in player[1]]}
+
+    def page(self, offset, limit):
+        players = self.players
+        return [{"name": players[key][0], "score": -negative}
+                for negative, _, key in self.ranked.slice(offset, limit)]
+
+    def standings(self):
+        """One row per player, best first, with the rank of their best score."""
+        rows = []
+        seen = set()
+        for rank, (negative, _, key) in enumerate(self.ranked, start=1):
+            if key not in seen:
+                seen.add(key)
+                rows.append({"name": self.players[key][0], "best": -negative, "rank": rank})
+        return rows
+
+    def to_snapshot(self):
+        return [[name, [[-negative, seq] for negative, seq, _ in entries]]
+                for name, entries in self.players.values()]
+
+    def load_snapshot(self, rows):
+        everything = []
+        for name, scores in rows:
+            key = name_key(name)
+            entries = sorted((-score, seq, key) for score, seq in scores)
+            self.players[key] = [name, entries]
+            everything.extend(entries)
+        self.ranked = RankedList(everything)
+        self.version += 1
+
+
+# ---------------------------------------------------------------------------
+# Users, tokens and game sessions
+# ---------------------------------------------------------------------------
+
+def token_digest(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Accounts:
+    """Game-API users: token digests, game states and win/lose metrics."""
+
+    def __init__(self):
+        self.users = {}       # public id -> {"name", "token_sha256", "created_at", "expires_at"}
+        self.by_digest = {}   # token digest -> public id
+        self.sessions = {}    # public id -> {game id: state}
+        self.metrics = {}     # public id -> {game id: {"win", "lose", "total"}}
+
+    def add_user(self, record):
+        user = {field: record[field] for field in ("name", "token_sha256", "created_at", "expires_at")}
+        self.users[record["id"]] = user
+        self.by_digest[user["token_sha256"]] = record["id"]
+
+    def set_game(self, record):
+        """Apply a journal record: a game's new state, and its outcome if it ended."""
+        user_id, game_id, outcome = record["user"], record["game"], record["outcome"]
+        if user_id not in self.users:
+            raise KeyError(f"unknown user {user_id}")
+        self.sessions.setdefault(user_id, {})[game_id] = record["state"]
+        if outcome is not None:
+            stats = self.metrics.setdefault(user_id, {}).setdefault(game_id, new_stats())
+            if outcome in ("win", "lose"):
+                stats[outcome] += 1
+            stats["total"] += 1
+
+    def find(self, token):
+        """The public id whose token this is, or None."""
+        digest = token_digest(token)
+        user_id = self.by_digest.get(digest)
+        if user_id is None or not hmac.compare_digest(self.users[user_id]["token_sha256"], digest):
+            return None
+        return user_id
+
+    def stats(self, user_id, game_id):
+        return dict(self.metrics.get(user_id, {}).get(game_id) or new_stats())
+
+    def user_metrics(self, user_id):
+        played = list(self.metrics.get(user_id, {})) + list(self.sessions.get(user_id, {}))
+        games = {game_id: self.stats(user_id, game_id) for game_id in dict.fromkeys(played)}
+        return {"user": self.users[user_id]["name"], "id": user_id, "games": games}
+
+    def prune(self, now):
+        """Forget the game states of users whose token expired; their metrics stay."""
+        for user_id in [user_id for user_id in self.sessions if self.users[user_id]["expires_at"] <= now]:
+            del self.sessions[user_id]
+
+    def to_snapshot(self):
+        return {"users": self.users, "sessions": self.sessions, "metrics": self.metrics}
+
+    def load_snapshot(self, data):
+        self.users = data["users"]
+        self.by_digest = {user["token_sha256"]: user_id for user_id, user in self.users.items()}
+        self.sessions = data["sessions"]
+        self.metrics = data["metrics"]
+
+
+def new_stats():
+    return {"win": 0, "lose": 0, "total": 0}
+
+
+class State:
+    """Everything the server remembers; changed only by applying journal records."""
+
+    def __init__(self, on_change):
+        self.leaderboard = Leaderboard(on_change)
+        self.accounts = Accounts()
+        self._apply = {"score": self.leaderboard.add_score,
+                       "user": self.accounts.add_user,
+                       "game": self.accounts.set_game}
+
+    def apply(self, record):
+        return self._apply[record["op"]](record)
+
+    def prune(self, now):
+        self.accounts.prune(now)
+
+    def to_snapshot(self):
+        return {"players": self.leaderboard.to_snapshot(), **self.accounts.to_snapshot()}
+
+    def load_snapshot(self, snapshot):
+        self.leaderboard.load_snapshot(snapshot["players"])
+        self.accounts.load_snapshot(snapshot)
+
+
+# ---------------------------------------------------------------------------
+# Games: the plugin protocol and the built-in games
+# ---------------------------------------------------------------------------
+
+OUTCOMES = (None, "win", "lose", "draw")
+
+
+@runtime_checkable
+class Game(Protocol):
+    """A turn-based game the server offers through /start, /move and /status.
+
+    A game is a class with four strings and three methods.  The state is plain
+    JSON data (dicts, lists, strings, numbers, booleans, None) that the server
+    stores; the game keeps nothing between calls.  ``play`` gets its own copy
+    of the state and may change it.
+    """
+
+    id: str            # short, URL-friendly: "random", "tictactoe"
+    name: str          # shown to people
+    description: str   # the rules, and how strong the server plays
+    moves: str         # how to write a move, with an example
+
+    def new_state(self, rng: random.Random) -> dict:
+        """Return the state of a new game, drawing any randomness from ``rng``."""
+
+    def play(self, state: dict, move: object, rng: random.Random) -> tuple[dict, str | None]:
+        """Apply the player's move (and the server's answer); return the new state and the outcome.
+
+        The outcome is None while the game goes on, else "win", "lose" or
+        "draw" from the player's side.  ``move`` is whatever the client sent:
+        a string from a query or form, any JSON value from a JSON body.  A move
+        the rules refuse raises IllegalMove with a message that says what a
+        legal move looks like.
+        """
+
+    def view(self, state: dict, final: bool = False) -> dict:
+        """Return what the player may see; with ``final`` the game is over and secrets are shown."""
+
+
+def whole_number(move, low, high, how):
+    """Read a move that must be a whole number from ``low`` to ``high``."""
+    if isinstance(move, str) and re.fullmatch(r"\s*-?[0-9]{1,6}\s*", move):
+        move = int(move)
+    if isinstance(move, bool) or not isinstance(move, int) or not low <= move <= high:
+        raise IllegalMove(f"a move is {how}; got {json.dumps(move)[:40]}")
+    return move
+
+
+class GuessTheNumber:
+    id = "random"
+    name = "Guess the number"
+    description = ("I pick a secret whole number from 1 to 100. You have 7 guesses; after each one the "
+                   "state's hint says whether the secret is higher or lower than your guess. Guess it to "
+                   "win, run out of guesses to lose. Binary search always wins.")
+    moves = 'your guess, a whole number from 1 to 100: move=50 (or {"move": 50} in a JSON body)'
+
+    LOW, HIGH, GUESSES = 1, 100, 7
+
+    def new_state(self, rng):
+        return {"secret": rng.randint(self.LOW, self.HIGH), "guesses_left": self.GUESSES,
+                "hint": None, "guesses": []}
+
+    def play(self, state, move, rng):
+        guess = whole_number(move, self.LOW, self.HIGH, f"a whole number from {self.LOW} to {self.HIGH}")
+        state["guesses"].append(guess)
+        state["guesses_left"] -= 1
+        if guess == state["secret"]:
+            state["hint"] = "correct"
+            return state, "win"
+        state["hint"] = "higher" if state["secret"] > guess else "lower"
+        return state, ("lose" if state["guesses_left"] == 0 else None)
+
+    def view(self, state, final=False):
+        shown = {"low": self.LOW, "high": self.HIGH, "guesses_left": state["guesses_left"],
+                 "hint": state["hint"], "guesses": state["guesses"]}
+        if final:
+            shown["secret"] = state["secret"]
+        return shown
+
+
+TICTACTOE_LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
+
+
+def tictactoe_winner(board):
+    for a, b, c in TICTACTOE_LINES:
+        if board[a] != " " and board[a] == board[b] == board[c]:
+            return board[a]
+    return None
+
+
+_minimax_cache = {}
+
+
+def tictactoe_value(board, to_move):
+    """The value of a position for O under perfect play: 1 O wins, 0 draw, -1 X wins."""
+    known = _minimax_cache.get((board, to_move))
+    if known is not None:
+        return known
+    winner = tictactoe_winner(board)
+    if winner is not None:
+        value = 1 if winner == "O" else -1
+    elif " " not in board:
+        value = 0
+    else:
+        following = "X" if to_move == "O" else "O"
+        values = [tictactoe_value(board[:i] + to_move + board[i + 1:], following)
+                  for i, cell in enumerate(board) if cell == " "]
+        value = max(values) if to_move == "O" else min(values)
+    _minimax_cache[(board, to_move)] = value
+    return value
+
+
+class TicTacToe:
+    id = "tictactoe"
+    name = "Tic-tac-toe"
+    description = ("You are X and move first; the server is O. The server plays perfect minimax, except that "
+                   "one move in five it picks a random free cell instead, so a bot that plays perfectly and "
+                   "punishes mistakes can win. A draw counts in total only, neither win nor lose.")
+    moves = ('a free cell, 0 to 8, numbered left to right from the top row (0 1 2 / 3 4 5 / 6 7 8): '
+             'move=4 (or {"move": 4} in a JSON body)')
+
+    BLUNDER_RATE = 0.2
+
+    def new_state(self, rng):
+        return {"board": " " * 9, "server_last": None}
+
+    def play(self, state, move, rng):
+        board = state["board"]
+        cell = whole_number(move, 0, 8, "a cell number from 0 to 8 (0 1 2 / 3 4 5 / 6 7 8)")
+        if board[cell] != " ":
+            free = [i for i, mark in enumerate(board) if mark == " "]
+            raise IllegalMove(f"cell {cell} is taken; a move is one of the free cells {free}")
+        board = board[:cell] + "X" + board[cell + 1:]
+        outcome = self._outcome(board)
+        if outcome is None:
+            reply = self._reply(board, rng)
+            board = board[:reply] + "O" + board[reply + 1:]
+            state["server_last"] = reply
+            outcome = self._outcome(board)
+        state["board"] = board
+        return state, outcome
+
+    def _reply(self, board, rng):
+        free = [i for i, mark in enumerate(board) if mark == " "]
+        if rng.random() < self.BLUNDER_RATE:
+            return rng.choice(free)
+        values = {i: tictactoe_value(board[:i] + "O" + board[i + 1:], "X") for i in free}
+        best = max(values.values())
+        return rng.choice([i for i in free if values[i] == best])
+
+    @staticmethod
+    def _outcome(board):
+        winner = tictactoe_winner(board)
+        if winner == "X":
+            return "win"
+        if winner == "O":
+            return "lose"
+        return "draw" if " " not in board else None
+
+    def view(self, state, final=False):
+        board = state["board"]
+        return {"board": list(board), "rows": [board[0:3], board[3:6], board[6:9]], "you": "X",
+                "free": [i for i, mark in enumerate(board) if mark == " "], "server_last": state["server_last"]}
+
+
+class Nim:
+    id = "nim"
+    name = "Nim"
+    description = ("Three heaps of 1 to 7 stones. On your turn take one or more stones from one heap; whoever "
+                   "takes the last stone wins. You move first, and every game starts in a position you can "
+                   "win. The server plays perfectly as soon as you slip, so learn the trick: keep the XOR of "
+                   "the heaps at zero after your move.")
+    moves = ('heap and how many to take, heaps numbered from 0: move=2:3 takes 3 stones from heap 2 '
+             '(or {"move": {"heap": 2, "take": 3}} in a JSON body)')
+
+    HEAPS, MOST = 3, 7
+
+    def new_state(self, rng):
+        while True:
+            heaps = [rng.randint(1, self.MOST) for _ in range(self.HEAPS)]
+            if heaps[0] ^ heaps[1] ^ heaps[2]:
+                return {"heaps": heaps, "server_last": None}
+
+    def play(self, state, move, rng):
+        heaps = state["heaps"]
+        heap, take = self._parse(move, heaps)
+        heaps[heap] -= take
+        if not any(heaps):
+            return state, "win"
+        heap, take = self._reply(heaps, rng)
+        heaps[heap] -= take
+        state["server_last"] = {"heap": heap, "take": take}
+        return state, ("lose" if not any(heaps) else None)
+
+    def _parse(self, move, heaps):
+        if isinstance(move, dict):
+            pair = (move.get("heap"), move.get("take"))
+        elif isinstance(move, list) and len(move) == 2:
+            pair = tuple(move)
+        elif isinstance(move, str) and re.fullmatch(r"\s*[0-9]{1,3}\s*[:, ]\s*[0-9]{1,3}\s*", move):
+            pair = tuple(int(part) for part in re.findall(r"[0-9]+", move))
+        else:
+            raise IllegalMove(f"a move is a heap and a count, like 2:3; got {json.dumps(move)[:40]}")
+        heap, take = pair
+        if isinstance(heap, bool) or not isinstance(heap, int) or not 0 <= heap < len(heaps):
+            raise IllegalMove(f"the heap must be 0 to {len(heaps) - 1}; got {json.dumps(heap)[:20]}")
+        if isinstance(take, bool) or not isinstance(take, int) or not 1 <= take <= heaps[heap]:
+            raise IllegalMove(f"heap {heap} has {heaps[heap]} stones: take 1 to {heaps[heap]}"
+                              if heaps[heap] else f"heap {heap} is empty: pick another heap")
+        return heap, take
+
+    @staticmethod
+    def _reply(heaps, rng):
+        nim_sum = 0
+        for size in heaps:
+            nim_sum ^= size
+        if nim_sum:
+            for heap, size in enumerate(heaps):
+                if size ^ nim_sum < size:
+                    return heap, size - (size ^ nim_sum)
+        # A lost position: take one stone and hope the player slips.
+        heap = rng.choice([heap for heap, size in enumerate(heaps) if size])
+        return heap, 1
+
+    def view(self, state, final=False):
+        return {"heaps": list(state["heaps"]), "server_last": state["server_last"]}
+
+
+BUILTIN_GAMES = (GuessTheNumber, TicTacToe, Nim)
+
+
+def check_game(game, source):
+    """Refuse, at startup, a game that does not meet the protocol."""
+    label = f"{source}: game {type(game).__name__}"
+    for field in ("id", "name", "description", "moves"):
+        if not isinstance(getattr(game, field, None), str) or not getattr(game, field).strip():
+            raise StartupError(f"{label} needs a non-empty string attribute {field!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", game.id):
+        raise StartupError(f"{label}: id {game.id!r} must be 1-32 lowercase letters, digits, - or _")
+    for method in ("new_state", "play", "view"):
+        if not callable(getattr(game, method, None)):
+            raise StartupError(f"{label} has no {method}() method; a game needs new_state, play and view")
+    try:
+        state = game.new_state(random.Random(0))
+        json.dumps(state)
+        json.dumps(game.view(json.loads(json.dumps(state))))
+        json.dumps(game.view(json.loads(json.dumps(state)), final=True))
+    except Exception as error:  # a plugin can fail in any way; say how, and do not start
+        raise StartupError(f"{label}: a trial new_state()/view() failed: {type(error).__name__}: {error}") from None
+
+
+def load_games_file(path):
+    """Import a games file and return an instance of every game class it defines."""
+    if not os.path.isfile(path):
+        raise StartupError(f"--games {path}: there is no such file")
+    module_name = "dino_games_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # any import failure, SyntaxError included, stops startup
+        raise StartupError(f"--games {path} failed to import: {type(error).__name__}: {error}") from None
+    games = []
+    for value in vars(module).values():
+        if isinstance(value, type) and value.__module__ == module_name and hasattr(value, "id"):
+            try:
+                game = value()
+            except Exception as error:  # a class we cannot build is a broken plugin
+                raise StartupError(f"{path}: {value.__name__}() failed: {type(error).__name__}: {error}") from None
+            check_game(game, path)
+            games.append(game)
+    if not games:
+        raise StartupError(f"--games {path} defines no game: a game is a class with an id attribute "
+                           "and new_state, play and view methods (see the README)")
+    return games
+
+
+def build_games(games_file=None):
+    """The games on offer, by id: the built-ins, then those of ``games_file``."""
+    games = {}
+    extra = load_games_file(games_file) if games_file else []
+    for game in [cls() for cls in BUILTIN_GAMES] + extra:
+        if game.id in games:
+            raise StartupError(f"{games_file}: game id {game.id!r} is already taken; pick another id")
+        check_game(game, games_file or "server.py")
+        games[game.id] = game
+    return games
+
+
+# ---------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------
+
+class Response:
+    """A complete answer: status, body, content type and extra headers."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, status, body, content_type="application/json", headers=()):
+        self.status = HTTPStatus(status)
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+
+API_HEADERS = (("Cache-Control", "no-store"),)
+STREAMED = object()  # a handler that wrote its own answer (the event stream) returns this
+
+
+def json_response(value, status=200):
+    return Response(status, json.dumps(value).encode(), headers=API_HEADERS)
+
+
+def error_response(status, message, headers=()):
+    return Response(status, json.dumps({"error": message}).encode(), headers=API_HEADERS + tuple(headers))
+
+
+class Request:
+    """What a route handler needs of one request."""
+
+    __slots__ = ("method", "path", "query_string", "headers", "body", "handler", "_query", "_params")
+
+    def __init__(self, method, path, query_string, headers, body, handler):
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.body = body
+        self.handler = handler
+        self._query = None
+        self._params = None
+
+    @property
+    def query(self):
+        if self._query is None:
+            self._query = dict(urllib.parse.parse_qsl(self.query_string, keep_blank_values=True))
+        return self._query
+
+    def params(self):
+        """Parameters from the query string, overridden by a JSON or form body."""
+        if self._params is None:
+            params = dict(self.query)
+            if self.body.strip():
+                if self.body.lstrip()[:1] == b"{":
+                    params.update(parse_json_object(self.body, '{"game_id": "random", "move": 50}'))
+                else:
+                    try:
+                        text = self.body.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise HTTPError(400, "the form body is not UTF-8 text") from None
+                    params.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
+            self._params = params
+        return self._params
+
+    def param(self, name, example):
+        value = self.params().get(name)
+        if value is None or value == "":
+            raise HTTPError(400, f"missing parameter {name!r}: add {name}={example} "
+                                 f"(query string, form or JSON body)")
+        return value
+
+
+class StaticPage:
+    """One allow-listed file from game/, reloaded when it changes on disk."""
+
+    def __init__(self, filename, content_type):
+        self.path = os.path.join(GAME_DIR, filename)
+        self.content_type = content_type
+        self._stamp = None
+        self._response = None
+
+    def response(self):
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            raise HTTPError(404, f"{os.path.basename(self.path)} is missing from the game/ folder") from None
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            with open(self.path, "rb") as file:
+                body = file.read()
+            headers = [("Cache-Control", "no-cache")]
+            if self.content_type.startswith("text/html"):
+                headers += page_security_headers(body)
+            self._response = Response(200, body, self.content_type, tuple(headers))
+            self._stamp = stamp
+        return self._response
+
+
+def inline_hashes(html, tag):
+    """CSP source expressions for the text of each inline <script> or <style> element."""
+    pattern = rf"<{tag}(?![^>]*\bsrc\s*=)[^>]*>(.*?)</{tag}\s*>"
+    texts = re.findall(pattern, html.replace("\r\n", "\n"), flags=re.S | re.I)
+    return " ".join("'sha256-%s'" % base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+                    for text in texts) or "'none'"
+
+
+def page_security_headers(body):
+    html = body.decode("utf-8")
+    policy = (f"default-src 'none'; script-src {inline_hashes(html, 'script')}; "
+              f"style-src {inline_hashes(html, 'style')}; img-src 'self' data:; connect-src 'self'; "
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return [("Content-Security-Policy", policy), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")]
+
+
+class Broadcaster:
+    """Tells open /events streams that the leaderboard changed."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.version = 0
+        self.subscribers = 0
+        self.closing = False
+
+    def changed(self):
+        with self._cond:
+            self.version += 1
+            self._cond.notify_all()
+
+    def subscribe(self):
+        with self._cond:
+            if self.subscribers >= MAX_SUBSCRIBERS:
+                return False
+            self.subscribers += 1
+            return True
+
+    def unsubscribe(self):
+        with self._cond:
+            self.subscribers -= 1
+
+    def wait(self, seen, timeout):
+        """The version once it differs from ``seen`` (or after ``timeout``); None when closing."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.version != seen or self.closing, timeout)
+            return None if self.closing else self.version
+
+    def close(self):
+        with self._cond:
+            self.closing = True
+            self._cond.notify_all()
+
+
+class App:
+    """The routes' handlers, over the storage, the games and the live-update broadcaster."""
+
+    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print):
+        self.log = log
+        self.token_ttl = token_ttl
+        self.games = games if games is not None else build_games()
+        self.broadcaster = Broadcaster()
+        self.state = State(on_change=self.broadcaster.changed)
+        self.storage = Storage(data_dir, self.state, log)
+        self.leaderboard = self.state.leaderboard
+        self.accounts = self.state.accounts
+        self.router = Router(ROUTES)
+        self.pages = {"game": StaticPage("dino.html", "text/html; charset=utf-8"),
+                      "user": StaticPage("user.html", "text/html; charset=utf-8"),
+                      "icon": StaticPage("favicon.svg", "image/svg+xml")}
+        self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
+        self._listing_cache = (None, {})
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self.stopping = False
+
+    # -- dispatch ----------------------------------------------------------
+
+    def handle(self, request):
+        """Answer one request: route it, run its handler, return a Response (or STREAMED)."""
+        handler, groups = self.router.match(request.method, request.path)
+        with self._idle:
+            if self.stopping:
+                raise HTTPError(503, "the server is shutting down; try again in a moment", close=True)
+            self._inflight += 1
+        try:
+            return handler(self, request, **groups)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def close(self, drain_s=SHUTDOWN_DRAIN_S):
+        """Refuse new requests, let those in flight finish, then compact and release the data."""
+        with self._idle:
+            self.stopping = True
+            self.broadcaster.close()
+            self._idle.wait_for(lambda: self._inflight == 0, drain_s)
+        self.storage.close()
+
+    # -- pages and health --------------------------------------------------
+
+    def health(self, request):
+        return HEALTH_RESPONSE
+
+    def game_page(self, request):
+        return self.pages["game"].response()
+
+    def user_page(self, request):
+        return self.pages["user"].response()
+
+    def favicon(self, request):
+        return self.pages["icon"].response()
+
+    # -- leaderboard -------------------------------------------------------
+
+    def post_score(self, request, name):
+        name = clean_name(decode_path_segment(name))
+        score = parse_score(request.body)
+        key = name_key(name)
+        with self.storage.read():
+            full = key not in self.leaderboard.players and len(self.leaderboard.players) >= MAX_PLAYERS
+        if full:
+            raise HTTPError(503, f"the leaderboard is full ({MAX_PLAYERS} players); ask the teacher to "
+                                 "start a new data directory")
+        self.storage.commit({"op": "score", "name": name, "score": score})
+        return SUCCESS_RESPONSE
+
+    def get_score(self, request, name):
+        name = clean_name(decode_path_segment(name))
+        with self.storage.read():
+            found = self.leaderboard.top_scores(name_key(name))
+        if found is None:
+            raise HTTPError(404, f"no player called {name!r} has posted a score yet")
+        return json_response(found)
+
+    def list_scores(self, request):
+        offset = parse_count(request.query, "offset", 0)
+        limit = parse_count(request.query, "limit", None)
+        return self._cached_listing(("scores", offset, limit),
+                                    lambda: self.leaderboard.page(offset, len(self.leaderboard.ranked)
+                                                                  if limit is None else limit))
+
+    def list_players(self, request):
+        offset = parse_count(request.query, "offset", 0)
+        limit = parse_count(request.query, "limit", None)
+        needle = name_key(request.query.get("q", "").strip())
+
+        def rows():
+            standings = self._cached(("standings",), self.leaderboard.standings)
+            if needle:
+                standings = [row for row in standings if needle in name_key(row["name"])]
+            return standings[offset:None if limit is None else offset + limit]
+        return self._cached_listing(("players", offset, limit, needle), rows)
+
+    def _cached_listing(self, key, build):
+        with self.storage.read():
+            return self._cached(key, lambda: json_response(build()))
+
+    def _cached(self, key, build):
+        # Listings change only when a kept score changes, so each is built once
+        # per leaderboard version: a class of 30 asks for the same few.
+        version = self.leaderboard.version
+        cached_version, cache = self._listing_cache
+        if cached_version != version:
+            cache = {}
+            self._listing_cache = (version, cache)
+        if key not in cache:
+            if len(cache) >= LISTING_CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = build()
+        return cache[key]
+
+    def events(self, request):
+        """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
+        if request.method == "HEAD":
+            return Response(200, b"", "text/event-stream", API_HEADERS)
+        if not self.broadcaster.subscribe():
+            raise HTTPError(503, f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
+                                 "the page falls back to refreshing every few seconds")
+        handler = request.handler
+        handler.close_connection = True  # the stream has no length: it ends when the connection does
+        try:
+            handler.send_head(Response(200, b"", "text/event-stream", API_HEADERS), length=False)
+            handler.wfile.write(b"retry: %d\n\n" % EVENTS_RETRY_MS)
+            seen = None
+            while True:
+                version = self.broadcaster.wait(seen, EVENTS_HEARTBEAT_S)
+                if version is None:
+                    break
+                if version == seen:
+                    handler.wfile.write(b": ping\n\n")
+                    continue
+                seen = version
+                handler.wfile.write(b'event: scores\ndata: {"version": %d}\n\n' % version)
+                time.sleep(EVENTS_COALESCE_S)
+        finally:
+            self.broadcaster.unsubscribe()
+        return STREAMED
+
+    # -- game API ----------------------------------------------------------
+
+    def create_user(self, request, name):
+        name = clean_name(decode_path_segment(name, "username"), "username")
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        now = int(time.time())
+        with self.storage.read():
+            if len(self.accounts.users) >= MAX_USERS:
+                raise HTTPError(503, f"the server has {MAX_USERS} users, its limit; ask the teacher to start "
+                                     "a new data directory")
+            user_id = secrets.token_hex(PUBLIC_ID_BYTES)
+            while user_id in self.accounts.users:
+                user_id = secrets.token_hex(PUBLIC_ID_BYTES)
+        expires_at = now + self.token_ttl
+        self.storage.commit({"op": "user", "id": user_id, "name": name, "token_sha256": token_digest(token),
+                             "created_at": now, "expires_at": expires_at})
+        return json_response({"token": token, "user": name, "id": user_id, "expires_at": expires_at}, 201)
+
+    def list_games(self, request):
+        return json_response([{"id": game.id, "name": game.name, "description": game.description,
+                               "moves": game.moves} for game in self.games.values()])
+
+    def authenticate(self, request, allow_expired=False):
+        """The public id of the request's user, from its Bearer token or token parameter."""
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise HTTPError(401, "the Authorization header must be 'Bearer <token>'",
+                                headers=[("WWW-Authenticate", "Bearer")])
+            token = token.strip()
+        else:
+            token = request.params().get("token") or request.params().get("user_token")
+        if not token:
+            raise HTTPError(400, "missing token: send 'Authorization: Bearer <token>' (or a token parameter); "
+                                 "get a token with POST /create/<username>")
+        if not isinstance(token, str):
+            raise HTTPError(400, "the token must be a string")
+        with self.storage.read():
+            user_id = self.accounts.find(token)
+            expires_at = user_id and self.accounts.users[user_id]["expires_at"]
+        if user_id is None:
+            raise HTTPError(401, "unknown token: get one with POST /create/<username>",
+                            headers=[("WWW-Authenticate", "Bearer")])
+        if not allow_expired and time.time() >= expires_at:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+            raise HTTPError(401, f"token expired at {when} (tokens last {self.token_ttl} s): get a new one "
+                                 "with POST /create/<username>", headers=[("WWW-Authenticate", "Bearer")])
+        return user_id
+
+    def find_game(self, request):
+        game_id = request.param("game_id", "random")
+        game = self.games.get(game_id) if isinstance(game_id, str) else None
+        if game is None:
+            raise HTTPError(404, f"no game {str(game_id)[:40]!r}; the games are {', '.join(self.games)} "
+                                 "(GET /games)")
+        return game
+
+    def _move_lock(self, user_id, game_id):
+        return self._move_locks[hash((user_id, game_id)) % MOVE_LOCK_STRIPES]
+
+    def _session(self, user_id, game):
+        with self.storage.read():
+            state = self.accounts.sessions.get(user_id, {}).get(game.id)
+            stats = self.accounts.stats(user_id, game.id)
+        if state is None:
+            raise HTTPError(409, f"no {game.id} game in progress: POST /start with game_id={game.id} first")
+        return copy_json(state), stats
+
+    def start_game(self, request):
+        user_id = self.authenticate(request)
+        game = self.find_game(request)
+        with self._move_lock(user_id, game.id):
+            state = self._run_game(game, "new_state", lambda: game.new_state(new_rng()))
+            shown = self._run_game(game, "view", lambda: game.view(copy_json(state)))
+            self.storage.commit({"op": "game", "user": user_id, "game": game.id, "state": state, "outcome": None})
+            with self.storage.read():
+                stats = self.accounts.stats(user_id, game.id)
+        return json_response({"game_id": game.id, "state": shown, "stats": stats})
+
+    def move(self, request):
+        user_id = self.authenticate(request)
+        game = self.find_game(request)
+        move = request.param("move", "50")
+        with self._move_lock(user_id, game.id):
+            state, _ = self._session(user_id, game)
+            rng = new_rng()
+            try:
+                state, outcome = game.play(state, move, rng)
+                state = copy_json(state)  # the state must stay plain JSON data
+            except IllegalMove as illegal:
+                raise HTTPError(400, f"illegal move: {illegal} (how to move: {game.moves})") from None
+            except Exception:  # a bug in the game: log it, answer 500, keep the stored state
+                self.log(f"game {game.id!r} failed in play():\n{traceback.format_exc()}")
+                raise HTTPError(500, f"the game {game.id!r} failed on that move (a bug in the game, "
+                                     "now logged); your game is unchanged") from None
+            if outcome not in OUTCOMES:
+                raise HTTPError(500, f"the game {game.id!r} returned an unknown outcome; your game is unchanged")
+            shown = self._run_game(game, "view", lambda: game.view(copy_json(state), final=outcome is not None))
+            following = state if outcome is None else self._run_game(game, "new_state",
+                                                                     lambda: game.new_state(rng))
+            self.storage.commit({"op": "game", "user": user_id, "game": game.id,
+                                 "state": following, "outcome": outcome})
+            with self.storage.read():
+                stats = self.accounts.stats(user_id, game.id)
+        return json_response({"game_id": game.id, "state": shown, "outcome": outcome, "stats": stats})
+
+    def _run_game(self, game, what, call):
+        """Run a game's method; any failure is the game's bug, answered 500 with nothing stored."""
+        try:
+            value = call()
+            json.dumps(value)
+            return value
+        except Exception:  # a plugin may fail in any way
+            self.log(f"game {game.id!r} failed in {what}():\n{traceback.format_exc()}")
+            raise HTTPError(500, f"the game {game.id!r} failed in {what}() (a bug in the game, now logged); "
+                                 "your game is unchanged") from None
+
+    def status(self, request):
+        user_id = self.authenticate(request)
+        game = self.find_game(request)
+        state, stats = self._session(user_id, game)
+        shown = self._run_game(game, "view", lambda: game.view(state))
+        return json_response({"game_id": game.id, "state": shown, "outcome": None, "stats": stats})
+
+    def metrics(self, request):
+        user_id = self.authenticate(request, allow_expired=True)
+        with self.storage.read():
+            return json_response(self.accounts.user_metrics(user_id))
+
+    def all_metrics(self, request):
+        offset = parse_count(request.query, "offset", 0)
+        limit = parse_count(request.query, "limit", None)
+        with self.storage.read():
+            user_ids = list(self.accounts.users)[offset:None if limit is None else offset + limit]
+            rows = [self.accounts.user_metrics(user_id) for user_id in user_ids]
+        return json_response(rows)
+
+
+def copy_json(value):
+    """A deep copy of plain JSON data (a game may change the copy it is given)."""
+    return json.loads(json.dumps(value))
+
+
+def new_rng():
+    return random.Random(secrets.randbits(64))
+
+
+HEALTH_RESPONSE = json_response({"status": "ok"})
+SUCCESS_RESPONSE = json_response({"status": "success"})
+
+# The whole API in one table: method, path (plain, or a regex with named
+# groups), handler.  HEAD is answered wherever GET is.
+ROUTES = [
+    ("GET", "/health-check", App.health),
+    ("GET", "/", App.game_page),
+    ("GET", "/user", App.user_page),
+    ("GET", "/favicon.svg", App.favicon),
+    ("GET", "/favicon.ico", App.favicon),
+    ("GET", "/scores", App.list_scores),
+    ("GET", "/players", App.list_players),
+    ("GET", "/events", App.events),
+    ("GET", r"/score/(?P<name>[^/]+)", App.get_score),
+    ("POST", r"/score/(?P<name>[^/]+)", App.post_score),
+    ("POST", r"/create/(?P<name>[^/]+)", App.create_user),
+    ("GET", "/games", App.list_games),
+    ("POST", "/start", App.start_game),
+    ("POST", "/move", App.move),
+    ("GET", "/status", App.status),
+    ("GET", "/metrics", App.metrics),
+    ("GET", "/allmetrics", App.all_metrics),
+]
+
+
+class Router:
+    """Plain paths in a dict looked up first, then regexes; 405 with Allow, else 404."""
+
+    def __init__(self, routes):
+        self.plain = {}
+        self.patterns = []
+        by_pattern = {}
+        for method, pattern, handler in routes:
+            by_pattern.setdefault(pattern, {})[method] = handler
+        for pattern, methods in by_pattern.items():
+            if "(?P<" in pattern:
+                self.patterns.append((re.compile(pattern), methods))
+            else:
+                self.plain[pattern] = methods
+
+    def match(self, method, path):
+        groups = {}
+        methods = self.plain.get(path)
+        if methods is None:
+            for regex, candidate in self.patterns:
+                found = regex.fullmatch(path)
+                if found:
+                    methods, groups = candidate, found.groupdict()
+                    break
+            else:
+                raise HTTPError(404, f"there is nothing at {path[:80]}; the README lists the API")
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            allowed = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
+            raise HTTPError(405, f"{path[:80]} does not take {method}; use {' or '.join(allowed)}",
+                            headers=[("Allow", ", ".join(allowed))])
+        return handler, groups
+
+
+# ---------------------------------------------------------------------------
+# Request handler
+# ---------------------------------------------------------------------------
+
+# Sentences for the errors http.server raises itself, before our routing runs.
+PROTOCOL_ERRORS = {
+    400: "the request is malformed ({detail}); send a request line like 'GET /scores HTTP/1.1'",
+    408: "the request took too long to arrive",
+    414: "the URL is too long (over 64 KiB); shorten it",
+    431: "the request headers are too long or too many ({detail}); send fewer",
+    501: "the method {method} is not supported here; use GET, HEAD or POST",
+    505: "the HTTP version is not supported; use HTTP/1.1",
+}
+
+_date_cache = [0, ""]
+
+
+def http_date():
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))]
+    return _date_cache[1]
+
+
+def redact_query(target):
+    """The request target for the log: token values replaced, so no token reaches a log."""
+    path, sep, query = target.partition("?")
+    if sep and "token" in query:
+        query = re.sub(r"((?:^|&)(?:user_)?token=)[^&]*", r"\1[hidden]", query)
+    return path + sep + query
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """Reads requests, hands them to the App, and writes each answer in one write."""
+
+    protocol_version = "HTTP/1.1"       # keep-alive: a browser and a bot reuse one connection
+    server_version = f"DinoServer/{__version__}"
+    sys_version = ""                    # no need to advertise the Python version
+    disable_nagle_algorithm = True      # each answer is one write; Nagle would only delay it
+    timeout = SOCKET_TIMEOUT_S          # a silent client is dropped
+
+    def handle(self):
+        with contextlib.suppress(ConnectionError, TimeoutError):  # a client that goes away is not an error
+            super().handle()
+
+    def handle_one_request(self):
+        self.server.watch(self)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.unwatch(self)
+
+    def dispatch(self):
+        started = time.perf_counter()
+        app = self.server.app
+        try:
+            body = self.read_body()
+            self.server.unwatch(self)
+            path, _, query = self.path.partition("?")
+            response = app.handle(Request(self.command, path, query, self.headers, body, self))
+        except HTTPError as error:
+            self.close_connection = self.close_connection or error.close
+            response = error_response(error.status, error.message, error.headers)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+            return
+        except Exception:  # a bug: answer 500 and log it, the server goes on
+            self.log_message("error answering %s %s:\n%s", self.command, redact_query(self.path),
+                             traceback.format_exc())
+            response = error_response(500, "the server hit an unexpected error; it has been logged")
+        if response is STREAMED:
+            self.log_access(200, started)
+            return
+        self.send(response)
+        self.log_access(response.status, started)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = dispatch
+
+    def read_body(self):
+        """The request body, read in full after strict checks of its framing."""
+        if "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            raise HTTPError(411, "chunked (Transfer-Encoding) bodies are not accepted: send a Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return b""
+        if len({value.strip() for value in lengths}) > 1 or not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip()):
+            self.close_connection = True
+            raise HTTPError(400, "the Content-Length header must be one whole number of bytes")
+        length = int(lengths[0])
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body stays unread, so the connection cannot be reused
+            raise HTTPError(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            raise HTTPError(400, "the body ended before Content-Length bytes arrived")
+        return body
+
+    def send_head(self, response, length=True):
+        """Write the status line and headers (used alone for a stream)."""
+        lines = [f"HTTP/1.1 {response.status.value} {response.status.phrase}",
+                 f"Server: {self.server_version}",
+                 f"Date: {http_date()}",
+                 f"Content-Type: {response.content_type}",
+                 "X-Content-Type-Options: nosniff"]
+        if length:
+            lines.append(f"Content-Length: {len(response.body)}")
+        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if length:
+            return head
+        self.wfile.write(head)
+        return None
+
+    def send(self, response):
+        head = self.send_head(response)
+        self.wfile.write(head if self.command == "HEAD" else head + response.body)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, 414, 431, 501) as JSON, like ours."""
+        self.close_connection = True
+        template = PROTOCOL_ERRORS.get(code, "the request could not be handled ({detail})")
+        text = template.format(detail=message or HTTPStatus(code).phrase, method=self.command)
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the client may be gone already
+            self.send(error_response(code, text))
+        self.log_access(code, None)
+
+    def log_access(self, status, started):
+        if self.server.quiet:
+            return
+        took = "" if started is None else f" {1000 * (time.perf_counter() - started):.1f}ms"
+        path = getattr(self, "path", None)  # unset when the request line itself was bad
+        target = redact_query(path) if isinstance(path, str) else "-"
+        self.log_message("%s %s %d%s", self.command or "-", target, int(status), took)
+
+    def log_message(self, format, *args):
+        if self.server.quiet and not format.startswith("error"):
+            return
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.client_address[0]} {format % args}\n")
+
+    def log_request(self, code="-", size="-"):
+        """Unused: log_access writes one line per request."""
+
+
+# ---------------------------------------------------------------------------
+# Server lifecycle
+# ---------------------------------------------------------------------------
+
+_BUSY_BODY = b'{"error": "the server has too many connections open; try again in a few seconds"}'
+BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+class DinoServer(ThreadingHTTPServer):
+    """A thread per connection, a cap on connections, and a deadline on every request."""
+
+    daemon_threads = True              # idle keep-alive connections must not hold up exit
+    request_queue_size = LISTEN_BACKLOG
+    allow_reuse_address = True         # restart at once on the same port after a stop
+
+    def __init__(self, address, quiet=True):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.quiet = quiet
+        self.app = None
+        self._connections = 0
+        self._deadlines = {}
+        self._guard = threading.Lock()
+        self._serving = False
+        self._stopped = threading.Event()
+        super().__init__(address, RequestHandler)
+        threading.Thread(target=self._reap_late_requests, name="deadlines", daemon=True).start()
+
+    def server_bind(self):
+        # HTTPServer.server_bind would look up our own name in DNS, which on a
+        # school network with no internet can hang for seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def serve_forever(self, poll_interval=0.1):
+        self._serving = True
+        super().serve_forever(poll_interval)
+
+    def process_request(self, request, client_address):
+        with self._guard:
+            busy = self._connections >= MAX_CONNECTIONS
+            if not busy:
+                self._connections += 1
+        if busy:
+            with contextlib.suppress(OSError):  # best effort: the client learns why it is turned away
+                request.sendall(BUSY_RESPONSE)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._guard:
+                self._connections -= 1
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+    def watch(self, handler):
+        with self._guard:
+            self._deadlines[handler] = time.monotonic() + REQUEST_DEADLINE_S
+
+    def unwatch(self, handler):
+        with self._guard:
+            self._deadlines.pop(handler, None)
+
+    def _reap_late_requests(self):
+        # A client that trickles a request byte by byte never trips the socket
+        # timeout, so a watchdog cuts off every request past its deadline.
+        while not self._stopped.wait(0.5):
+            now = time.monotonic()
+            with self._guard:
+                late = [handler for handler, deadline in self._deadlines.items() if deadline < now]
+            for handler in late:
+                with contextlib.suppress(OSError):  # the connection may have closed meanwhile
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        """Stop accepting, finish requests in flight, compact, and release the data directory."""
+        if self._serving:
+            self.shutdown()
+        self.server_close()
+        self._stopped.set()
+        if self.app is not None:
+            self.app.close()
+
+
+def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
+                games_file=None, log=None):
+    """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    games = build_games(games_file)
+    try:
+        server = DinoServer((host, port), quiet=quiet)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use: stop the other server, "
+                               "or pick another port with --port") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    try:
+        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+def lan_address():
+    """The address other machines on the network reach us at, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP connect sends nothing; it only picks a route
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def banner(server, data_dir, token_ttl):
+    host, port = server.server_address[:2]
+    app = server.app
+    lines = ["Dino Server is running."]
+    if host in ("0.0.0.0", "::"):
+        lines.append(f"  On this computer:  http://localhost:{port}/")
+        lan = lan_address()
+        lines.append(f"  For students:      http://{lan}:{port}/" if lan else
+                     "  For students:      (no network found; connect to the Wi-Fi and restart)")
+    else:
+        shown = f"[{host}]" if ":" in host else host
+        lines.append(f"  Address:           http://{shown}:{port}/")
+    lines.append(f"  Data directory:    {os.path.abspath(data_dir)} "
+                 f"({len(app.leaderboard.players)} players, {len(app.accounts.users)} API users loaded)")
+    lines.append(f"  API tokens last:   {token_ttl} s (--token-ttl)")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="Dino Server: the Dino game with a class leaderboard, and a game API for bots.")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}: every network of this computer; "
+                             "127.0.0.1 for this computer only)")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"port to listen on (default $PORT, else {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--data", default=DEFAULT_DATA_DIR,
+                        help="directory for scores, users and games (default: data/ beside server.py)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no access log line per request (errors are still printed)")
+    parser.add_argument("--token-ttl", type=int, default=TOKEN_TTL_S, metavar="SECONDS",
+                        help=f"how long a game-API token works after /create (default {TOKEN_TTL_S})")
+    parser.add_argument("--games", metavar="FILE",
+                        help="a Python file of extra games to offer (see the README's plugin protocol)")
+    args = parser.parse_args(argv)
+    if args.port is None:
+        raw = os.environ.get("PORT", str(DEFAULT_PORT))
+        if not raw.isdigit():
+            parser.error(f"$PORT must be a port number, not {raw!r}")
+        args.port = int(raw)
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be from 0 to 65535")
+    if args.token_ttl < 1:
+        parser.error("--token-ttl must be at least 1 second")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # A games file says "from server import IllegalMove"; when we run as a
+    # script that must find this module, not import a second copy of it.
+    sys.modules.setdefault("server", sys.modules[__name__])
+    try:
+        server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games)
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
+    print(banner(server, args.data, args.token_ttl), flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("Stopping: finishing requests in flight and saving...", flush=True)
+    server.close()
+    print("Stopped. Every score is saved.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
