@@ -1029,13 +1029,18 @@ def build_games(games_file=None):
 class Response:
     """A complete answer: status, body, content type and extra headers."""
 
-    __slots__ = ("status", "body", "content_type", "headers")
+    __slots__ = ("status", "body", "content_type", "headers", "fields")
 
     def __init__(self, status, body, content_type="application/json", headers=()):
         self.status = HTTPStatus(status)
         self.body = body
         self.content_type = content_type
         self.headers = headers
+        # The header lines that never change for this answer, encoded once:
+        # cached answers (health, listings, pages) then cost one join to send.
+        lines = [f"Content-Type: {content_type}", "X-Content-Type-Options: nosniff"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        self.fields = ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
 
 API_HEADERS = (("Cache-Control", "no-store"),)
@@ -1192,8 +1197,7 @@ class App:
                       "icon": StaticPage("favicon.svg", "image/svg+xml")}
         self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
         self._listing_cache = (None, {})
-        self._inflight = 0
-        self._idle = threading.Condition()
+        self._in_flight = set()  # requests being answered; set.add and discard need no lock
         self.stopping = False
 
     # -- dispatch ----------------------------------------------------------
@@ -1201,23 +1205,23 @@ class App:
     def handle(self, request):
         """Answer one request: route it, run its handler, return a Response (or STREAMED)."""
         handler, groups = self.router.match(request.method, request.path)
-        with self._idle:
+        # Join the set before looking at ``stopping``: close() sets ``stopping``
+        # before it waits for the set to empty, so no request slips between.
+        self._in_flight.add(request)
+        try:
             if self.stopping:
                 raise HTTPError(503, "the server is shutting down; try again in a moment", close=True)
-            self._inflight += 1
-        try:
             return handler(self, request, **groups)
         finally:
-            with self._idle:
-                self._inflight -= 1
-                self._idle.notify_all()
+            self._in_flight.discard(request)
 
     def close(self, drain_s=SHUTDOWN_DRAIN_S):
         """Refuse new requests, let those in flight finish, then compact and release the data."""
-        with self._idle:
-            self.stopping = True
-            self.broadcaster.close()
-            self._idle.wait_for(lambda: self._inflight == 0, drain_s)
+        self.stopping = True
+        self.broadcaster.close()
+        give_up = time.monotonic() + drain_s
+        while self._in_flight and time.monotonic() < give_up:
+            time.sleep(0.01)
         self.storage.close()
 
     # -- pages and health --------------------------------------------------
@@ -1303,8 +1307,8 @@ class App:
         handler = request.handler
         handler.close_connection = True  # the stream has no length: it ends when the connection does
         try:
-            handler.send_head(Response(200, b"", "text/event-stream", API_HEADERS), length=False)
-            handler.wfile.write(b"retry: %d\n\n" % EVENTS_RETRY_MS)
+            head = handler.head(Response(200, b"", "text/event-stream", API_HEADERS), length=False)
+            handler.wfile.write(head + b"retry: %d\n\n" % EVENTS_RETRY_MS)
             seen = None
             while True:
                 version = self.broadcaster.wait(seen, EVENTS_HEARTBEAT_S)
@@ -1542,14 +1546,19 @@ PROTOCOL_ERRORS = {
     505: "the HTTP version is not supported; use HTTP/1.1",
 }
 
-_date_cache = [0, ""]
+_date_cache = [0, b""]
 
 
-def http_date():
+def server_and_date():
+    """The Server and Date header lines, encoded; rebuilt once a second."""
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache[:] = [now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))]
+        date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+        _date_cache[:] = [now, f"Server: DinoServer/{__version__}\r\nDate: {date}\r\n".encode()]
     return _date_cache[1]
+
+
+STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus}
 
 
 def redact_query(target):
@@ -1573,19 +1582,27 @@ class RequestHandler(BaseHTTPRequestHandler):
         with contextlib.suppress(ConnectionError, TimeoutError):  # a client that goes away is not an error
             super().handle()
 
+    def setup(self):
+        super().setup()
+        self.deadline = None
+        self.server.track(self)
+
+    def finish(self):
+        self.server.untrack(self)
+        super().finish()
+
     def handle_one_request(self):
-        self.server.watch(self)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.unwatch(self)
+        # The whole request, from waiting for its first byte to its last, must
+        # arrive by this time; the server's watchdog cuts off a late one.
+        self.deadline = time.monotonic() + REQUEST_DEADLINE_S
+        super().handle_one_request()
 
     def dispatch(self):
         started = time.perf_counter()
         app = self.server.app
         try:
             body = self.read_body()
-            self.server.unwatch(self)
+            self.deadline = None
             path, _, query = self.path.partition("?")
             response = app.handle(Request(self.command, path, query, self.headers, body, self))
         except HTTPError as error:
@@ -1627,28 +1644,21 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise HTTPError(400, "the body ended before Content-Length bytes arrived")
         return body
 
-    def send_head(self, response, length=True):
-        """Write the status line and headers (used alone for a stream)."""
-        lines = [f"HTTP/1.1 {response.status.value} {response.status.phrase}",
-                 f"Server: {self.server_version}",
-                 f"Date: {http_date()}",
-                 f"Content-Type: {response.content_type}",
-                 "X-Content-Type-Options: nosniff"]
-        if length:
-            lines.append(f"Content-Length: {len(response.body)}")
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
+    def head(self, response, length=True):
+        """The status line and headers of ``response``, ending with the blank line."""
         if self.close_connection:
-            lines.append("Connection: close")
+            connection = b"Connection: close\r\n"
         elif self.request_version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if length:
-            return head
-        self.wfile.write(head)
-        return None
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        size = b"Content-Length: %d\r\n" % len(response.body) if length else b""
+        return b"".join((STATUS_LINES[response.status], server_and_date(), response.fields, size,
+                         connection, b"\r\n"))
 
     def send(self, response):
-        head = self.send_head(response)
+        """Write the whole answer with one write (two small writes would wait on the client's ACK)."""
+        head = self.head(response)
         self.wfile.write(head if self.command == "HEAD" else head + response.body)
 
     def send_error(self, code, message=None, explain=None):
@@ -1699,7 +1709,7 @@ class DinoServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.app = None
         self._connections = 0
-        self._deadlines = {}
+        self._handlers = set()  # open connections, for the deadline watchdog
         self._guard = threading.Lock()
         self._serving = False
         self._stopped = threading.Event()
@@ -1739,24 +1749,22 @@ class DinoServer(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 
-    def watch(self, handler):
-        with self._guard:
-            self._deadlines[handler] = time.monotonic() + REQUEST_DEADLINE_S
+    def track(self, handler):
+        self._handlers.add(handler)
 
-    def unwatch(self, handler):
-        with self._guard:
-            self._deadlines.pop(handler, None)
+    def untrack(self, handler):
+        self._handlers.discard(handler)
 
     def _reap_late_requests(self):
         # A client that trickles a request byte by byte never trips the socket
         # timeout, so a watchdog cuts off every request past its deadline.
         while not self._stopped.wait(0.5):
             now = time.monotonic()
-            with self._guard:
-                late = [handler for handler, deadline in self._deadlines.items() if deadline < now]
-            for handler in late:
-                with contextlib.suppress(OSError):  # the connection may have closed meanwhile
-                    handler.connection.shutdown(socket.SHUT_RDWR)
+            for handler in self._handlers.copy():
+                deadline = handler.deadline
+                if deadline is not None and deadline < now:
+                    with contextlib.suppress(OSError):  # the connection may have closed meanwhile
+                        handler.connection.shutdown(socket.SHUT_RDWR)
 
     def close(self):
         """Stop accepting, finish requests in flight, compact, and release the data directory."""
