@@ -42,9 +42,13 @@ def free_port():
 
 
 def write_players(data_dir, players):
-    """A snapshot with ``players`` players p0, p1, ... of one score each."""
-    rows = [[f"p{i}", [[i % 50_000, i + 1]]] for i in range(players)]
-    snapshot = {"format": "dino-server/1", "seq": players, "players": rows,
+    """A snapshot (server.py's format) with ``players`` players p0, p1, ... of one score each."""
+    names = [f"p{i}" for i in range(players)]
+    ranked = sorted(range(players), key=lambda i: -(i % 50_000))
+    entries = []
+    for i in ranked:
+        entries += (i, i % 50_000, i + 1)
+    snapshot = {"format": "dino-server/1", "seq": players, "names": names, "entries": entries,
                 "users": {}, "sessions": {}, "metrics": {}}
     with open(os.path.join(data_dir, "state.json"), "w") as file:
         json.dump(snapshot, file)

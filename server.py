@@ -570,18 +570,46 @@ class RankedList:
         return found
 
 
+SEQ_BITS = 40  # a rank holds the sequence number in its low 40 bits (a trillion writes)
+
+
+def rank_of(score, seq):
+    """One int that sorts best score first, then earliest posted: half the memory of a tuple."""
+    return (MAX_SCORE - score) << SEQ_BITS | seq
+
+
+def score_of(rank):
+    return MAX_SCORE - (rank >> SEQ_BITS)
+
+
 class Leaderboard:
     """Every player's five best scores, and all kept scores in one ranking.
 
-    An entry is ``(-score, seq, key)``: sorting entries puts the best score
-    first, and equal scores in the order they were posted.
+    An entry is ``(rank, key)`` with ``rank = rank_of(score, seq)``: sorting
+    entries puts the best score first, and equal scores in the order posted.
+    Entries are shared between a player's list and the ranking; with 100,000
+    players memory is what limits us, so a player is just a list of entries
+    and a name is stored apart only when it differs from its key.
     """
 
     def __init__(self, on_change):
-        self.players = {}          # key -> [name as first spelled, entries best first]
+        self.players = {}          # key -> entries, best first
+        self.names = {}            # key -> name as first spelled, where that differs from the key
         self.ranked = RankedList()
         self.version = 0           # changes whenever a kept score changes
         self.on_change = on_change
+
+    def _new_player(self, name):
+        key = name_key(name)
+        if key == name:
+            key = name  # share one string for key and name
+        else:
+            self.names[key] = name
+        self.players[key] = []
+        return key
+
+    def display(self, key):
+        return self.names.get(key, key)
 
     def add_score(self, record):
         """Apply a journal record ``{"name", "score", "seq"}``; True if the score was kept."""
@@ -589,11 +617,11 @@ class Leaderboard:
         if not isinstance(name, str) or not isinstance(score, int):
             raise TypeError("a score record needs a name and an integer score")
         key = name_key(name)
-        player = self.players.get(key)
-        if player is None:
-            player = self.players[key] = [name, []]
-        entries = player[1]
-        entry = (-score, seq, key)
+        entries = self.players.get(key)
+        if entries is None:
+            key = self._new_player(name)
+            entries = self.players[key]
+        entry = (rank_of(score, seq), key)
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
                 return False
@@ -605,38 +633,46 @@ class Leaderboard:
         return True
 
     def top_scores(self, key):
-        player = self.players.get(key)
-        if player is None:
+        entries = self.players.get(key)
+        if entries is None:
             return None
-        return {"name": player[0], "scores": [-entry[0] for entry in player[1]]}
+        return {"name": self.display(key), "scores": [score_of(rank) for rank, _ in entries]}
 
     def page(self, offset, limit):
-        players = self.players
-        return [{"name": players[key][0], "score": -negative}
-                for negative, _, key in self.ranked.slice(offset, limit)]
+        return [{"name": self.display(key), "score": score_of(rank)}
+                for rank, key in self.ranked.slice(offset, limit)]
 
     def standings(self):
-        """One row per player, best first, with the rank of their best score."""
+        """One row per player, best first, with the place of their best score in the ranking."""
         rows = []
         seen = set()
-        for rank, (negative, _, key) in enumerate(self.ranked, start=1):
+        for place, (rank, key) in enumerate(self.ranked, start=1):
             if key not in seen:
                 seen.add(key)
-                rows.append({"name": self.players[key][0], "best": -negative, "rank": rank})
+                rows.append({"name": self.display(key), "best": score_of(rank), "rank": place})
         return rows
 
     def to_snapshot(self):
-        return [[name, [[-negative, seq] for negative, seq, _ in entries]]
-                for name, entries in self.players.values()]
+        """Names, then every entry in rank order as flat [player index, score, seq] triples.
 
-    def load_snapshot(self, rows):
-        everything = []
-        for name, scores in rows:
-            key = name_key(name)
-            entries = sorted((-score, seq, key) for score, seq in scores)
-            self.players[key] = [name, entries]
-            everything.extend(entries)
-        self.ranked = RankedList(everything)
+        Flat numbers parse into far fewer objects than a list per score, which
+        keeps the memory peak of a restart with 100,000 players low.
+        """
+        index = {key: i for i, key in enumerate(self.players)}
+        entries = []
+        for rank, key in self.ranked:
+            entries += (index[key], score_of(rank), rank & ((1 << SEQ_BITS) - 1))
+        return {"names": [self.display(key) for key in self.players], "entries": entries}
+
+    def load_snapshot(self, data):
+        keys = [self._new_player(name) for name in data["names"]]
+        flat = data["entries"]
+        ranked = []
+        for i in range(0, len(flat), 3):
+            entry = (rank_of(flat[i + 1], flat[i + 2]), keys[flat[i]])
+            self.players[entry[1]].append(entry)  # entries come in rank order: best first
+            ranked.append(entry)
+        self.ranked = RankedList(ranked)
         self.version += 1
 
 
@@ -726,10 +762,10 @@ class State:
         self.accounts.prune(now)
 
     def to_snapshot(self):
-        return {"players": self.leaderboard.to_snapshot(), **self.accounts.to_snapshot()}
+        return {**self.leaderboard.to_snapshot(), **self.accounts.to_snapshot()}
 
     def load_snapshot(self, snapshot):
-        self.leaderboard.load_snapshot(snapshot["players"])
+        self.leaderboard.load_snapshot(snapshot)
         self.accounts.load_snapshot(snapshot)
 
 
