@@ -274,10 +274,10 @@ class Journal:
 
     def _take_back(self):
         # A record that was refused must not come back at the next start, so the
-        # file is cut back to its last acknowledged byte.
+        # file is cut back to its last acknowledged byte.  The next append's
+        # fsync makes the cut durable along with the new data.
         try:
             os.ftruncate(self.fd, self.size)
-            os.fsync(self.fd)
         except OSError:
             self.broken = True
 
