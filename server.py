@@ -471,18 +471,20 @@ class Storage:
         self._cond.release()
         try:
             self._compact()
-        except OSError as error:
-            self.log(f"compaction failed, the journal is kept as it is: {error}")
         finally:
             self._cond.acquire()
 
     def _compact(self):
+        """Fold the journal into a new snapshot; if that fails the journal, which holds every write, stays."""
         snapshot = self.state.to_snapshot()
         snapshot.update(format=SNAPSHOT_FORMAT, seq=self.applied_seq, saved_at=int(time.time()))
         data = json.dumps(snapshot, separators=(",", ":")).encode()
-        write_file_atomically(self.snapshot_path, data)
-        self.snapshot_bytes = len(data)
-        self.journal.reset()
+        try:
+            write_file_atomically(self.snapshot_path, data)
+            self.snapshot_bytes = len(data)
+            self.journal.reset()
+        except OSError as error:
+            self.log(f"compaction failed; the journal is kept and still holds every write: {error}")
 
     def close(self):
         """Wait for the writer, compact, and release the data directory."""
@@ -496,8 +498,6 @@ class Storage:
             self.state.prune(time.time())
         try:
             self._compact()
-        except OSError as error:
-            self.log(f"compaction at shutdown failed, the journal keeps every write: {error}")
         finally:
             self.journal.close()
             self._lock_file.close()
