@@ -1241,15 +1241,18 @@ class App:
     def handle(self, request):
         """Answer one request: route it, run its handler, return a Response (or STREAMED)."""
         handler, groups = self.router.match(request.method, request.path)
+        return handler(self, request, **groups)
+
+    def begin(self, key):
+        """Count a request as in flight from its headers on, so shutdown waits for its body too."""
         # Join the set before looking at ``stopping``: close() sets ``stopping``
         # before it waits for the set to empty, so no request slips between.
-        self._in_flight.add(request)
-        try:
-            if self.stopping:
-                raise HTTPError(503, "the server is shutting down; try again in a moment", close=True)
-            return handler(self, request, **groups)
-        finally:
-            self._in_flight.discard(request)
+        self._in_flight.add(key)
+        if self.stopping:
+            raise HTTPError(503, "the server is shutting down; try again in a moment", close=True)
+
+    def end(self, key):
+        self._in_flight.discard(key)
 
     def close(self, drain_s=SHUTDOWN_DRAIN_S):
         """Refuse new requests, let those in flight finish, then compact and release the data."""
@@ -1443,7 +1446,9 @@ class App:
     def move(self, request):
         user_id = self.authenticate(request)
         game = self.find_game(request)
-        move = request.param("move", "50")
+        move = request.params().get("move")
+        if move is None or move == "":
+            raise HTTPError(400, f"missing parameter 'move'; in {game.id} a move is {game.moves}")
         with self._move_lock(user_id, game.id):
             state, _ = self._session(user_id, game)
             rng = new_rng()
@@ -1634,9 +1639,16 @@ class RequestHandler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def dispatch(self):
-        started = time.perf_counter()
         app = self.server.app
         try:
+            self.answer(app)
+        finally:
+            app.end(self)  # only once the answer is written, so shutdown waits for it
+
+    def answer(self, app):
+        started = time.perf_counter()
+        try:
+            app.begin(self)
             body = self.read_body()
             self.deadline = None
             path, _, query = self.path.partition("?")
