@@ -1,0 +1,99 @@
+"""Take the README's screenshots: python3 docs/screenshots.py
+
+Starts server.py on a free loopback port with a throwaway data directory,
+seeds a few scores, and writes game-running.png, game-over.png, player.png
+and phone.png beside this file, using the same Chromium as test_browser.py.
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from test_browser import CHROMIUM, LAUNCH_ARGS, PHONE, DinoServer, post_score, start_game  # noqa: E402
+
+# Scores of a first morning, low enough that the run in game-over.png makes the top 10.
+SEED = [("Bea", 61), ("Rutu", 53), ("Ada", 45), ("Kim", 37), ("Rutu", 34), ("Bea", 29), ("Olly", 28),
+        ("Rutu", 21), ("Sam", 12), ("Rutu", 9), ("Mo", 6)]
+DESKTOP = {"viewport": {"width": 1000, "height": 640}, "device_scale_factor": 1}
+
+
+def game_running(browser, url, path):
+    """A few seconds into a run, before the first cactus ends it; retried if it already has."""
+    for _ in range(3):
+        context = browser.new_context(**DESKTOP)
+        page = context.new_page()
+        page.goto(url + "/")
+        start_game(page)
+        page.wait_for_timeout(3800)   # past the 3 s without obstacles, so a cactus is in sight
+        if page.get_attribute("#stage", "data-state") == "running":
+            page.screenshot(path=path)
+            context.close()
+            return
+        context.close()
+    raise RuntimeError("the T-Rex crashed before the screenshot every time")
+
+
+def game_over(browser, url, path):
+    context = browser.new_context(**DESKTOP)
+    page = context.new_page()
+    page.goto(url + "/")
+    page.fill("#name", "Rutu")
+    start_game(page)
+    expect(page.locator("#stage")).to_have_attribute("data-state", "crashed", timeout=30_000)
+    expect(page.locator("#save-status")).to_contain_text("saved")
+    page.wait_for_timeout(800)   # the leaderboard picks up the new score
+    page.screenshot(path=path, full_page=True)
+    context.close()
+
+
+def player(browser, url, path):
+    context = browser.new_context(**DESKTOP)
+    page = context.new_page()
+    page.goto(url + "/user?name=Rutu")
+    expect(page.locator("#chart .value")).to_have_count(5)
+    page.wait_for_timeout(600)   # the bars grow in
+    page.screenshot(path=path)
+    context.close()
+
+
+def phone(browser, url, path):
+    context = browser.new_context(**{**PHONE, "device_scale_factor": 2})
+    page = context.new_page()
+    page.goto(url + "/")
+    page.tap("#game")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+    page.wait_for_timeout(2000)
+    page.screenshot(path=path)
+    context.close()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        server = DinoServer(Path(tmp) / "data", Path(tmp) / "server.log")
+        server.start()
+        try:
+            for name, score in SEED:
+                post_score(server, name, score)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+                # game-over.png adds Rutu's fifth score, which player.png then shows.
+                for shoot, filename in [(game_running, "game-running.png"), (game_over, "game-over.png"),
+                                        (player, "player.png"), (phone, "phone.png")]:
+                    began = time.monotonic()
+                    shoot(browser, server.url, str(HERE / filename))
+                    size = (HERE / filename).stat().st_size
+                    print(f"{filename}: {size // 1024} KiB in {time.monotonic() - began:.1f} s")
+                browser.close()
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

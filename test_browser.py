@@ -1,0 +1,687 @@
+"""What a player sees, checked in a real browser.
+
+Each test starts server.py on a free loopback port with its own data
+directory and drives Debian's Chromium through Playwright. Without a browser
+the tests skip and say how to install one; with DINO_REQUIRE_BROWSER=1 (CI)
+a missing browser is a failure instead.
+
+The game runs on its real clock: tests wait for conditions with timeouts,
+never for fixed long sleeps.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # reported by the browser fixture, so every test says why it skipped
+    expect = sync_playwright = None
+
+
+# ---------------------------------------------------------------- settings
+
+ROOT = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+LAUNCH_ARGS = [
+    "--no-sandbox",                       # runs as root in containers and CI
+    "--disable-gpu",
+    "--disable-background-networking",    # no request to any other host, ever
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+INSTALL_HINT = ("install the browser with `apt-get install chromium` and Playwright with "
+                "`pip install -r requirements-dev.txt`")
+DESKTOP = {"viewport": {"width": 1100, "height": 760}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
+         "device_scale_factor": 3}
+
+SERVER_START_S = 10    # server.py answers /health-check well within this
+CRASH_MS = 30_000      # a T-Rex that never jumps meets a cactus after about 5 s
+LIVE_MS = 2_000        # a posted score is on every open page within this (the issue asks for 1 s)
+RETRY_MS = 20_000      # the offline queue retries every 8 s at most, and on stream reopen
+
+# Collects Content-Security-Policy violations in the page, where the console may not show them.
+CSP_PROBE = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', function (e) {
+  window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI);
+});
+"""
+
+HOSTILE_NAMES = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
+
+
+# ---------------------------------------------------------------- the server
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class DinoServer:
+    """server.py in a subprocess, restartable on the same port and data directory."""
+
+    def __init__(self, data_dir, log_path):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://{HOST}:{self.port}"
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
+                 "--data", str(self.data_dir), "--quiet"],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server.py exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health-check", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server.py did not answer /health-check in {SERVER_START_S} s:\n{self.log()}")
+
+    def stop(self):
+        """SIGTERM, as Ctrl-C would; returns (exit code, seconds it took)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None, 0.0
+        began = time.monotonic()
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        return code, time.monotonic() - began
+
+    def log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+
+def http(base, method, path, body=None):
+    """Send one request; return (status, parsed JSON body or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def post_score(server, name, score):
+    status, body = http(server.url, "POST", "/score/" + urllib.parse.quote(name, safe=""), {"score": score})
+    assert (status, body) == (200, {"status": "success"})
+
+
+def scores_of(server, name):
+    status, body = http(server.url, "GET", "/score/" + urllib.parse.quote(name, safe=""))
+    return body["scores"] if status == 200 else None
+
+
+def eventually(check, timeout_s, what):
+    """Poll check() until it returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout_s} s still not: {what} (last: {result!r})")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- the browser
+
+@dataclass
+class Tab:
+    """One open page and everything it did that a test may want to check."""
+    page: object
+    requests: list = field(default_factory=list)
+    console_errors: list = field(default_factory=list)
+    page_errors: list = field(default_factory=list)
+    dialogs: list = field(default_factory=list)
+
+    def watch(self):
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        self.page.on("dialog", self._dismiss)
+        return self
+
+    def _console(self, message):
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    def _dismiss(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def csp_violations(self):
+        return self.page.evaluate("window.__cspViolations")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    problem = None
+    if sync_playwright is None:
+        problem = "Playwright for Python is not installed"
+    elif CHROMIUM is None:
+        problem = "no Chromium found (looked for `chromium` on PATH and /usr/bin/chromium)"
+    if problem:
+        message = f"{problem}: {INSTALL_HINT}"
+        if os.environ.get("DINO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"DINO_REQUIRE_BROWSER=1 but {message}", pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    dino = DinoServer(tmp_path / "data", tmp_path / "server.log")
+    dino.start()
+    yield dino
+    dino.stop()
+
+
+@pytest.fixture
+def open_tab(browser, server):
+    """open_tab(path, before_load=None, **context_options) -> Tab.
+
+    Tabs with the same options share one browser context (and so localStorage);
+    before_load(page) runs before navigation, e.g. to route requests.
+    """
+    contexts = {}
+
+    def open_tab(path="/", before_load=None, **context_options):
+        key = json.dumps(context_options, sort_keys=True)
+        if key not in contexts:
+            context = browser.new_context(**(context_options or DESKTOP))
+            context.set_default_timeout(10_000)
+            context.add_init_script(CSP_PROBE)
+            contexts[key] = context
+        tab = Tab(contexts[key].new_page()).watch()
+        if before_load:
+            before_load(tab.page)
+        tab.page.goto(server.url + path, wait_until="load")
+        return tab
+
+    yield open_tab
+    for context in contexts.values():
+        context.close()
+
+
+def start_game(page):
+    page.focus("#stage")
+    page.keyboard.press("Space")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+
+
+def wait_for_crash(page):
+    # wait_for_selector notices within a frame; expect() polls up to 1 s apart, too slow for the restart guard.
+    page.wait_for_selector('#stage[data-state="crashed"]', state="attached", timeout=CRASH_MS)
+    return int(page.get_attribute("#stage", "data-score"))
+
+
+def canvas_pixels(page):
+    return page.evaluate("document.getElementById('game').toDataURL()")
+
+
+def same_origin(server, url):
+    return url.startswith(server.url + "/") or url.startswith(("data:", "blob:"))
+
+
+def expect_on_leaderboard(page, name, score, timeout=LIVE_MS):
+    row = page.locator("#leaderboard li").filter(has=page.locator("a", has_text=name))
+    expect(row.locator(".score")).to_have_text(str(score), timeout=timeout)
+
+
+def seed_rutu_and_bea(server):
+    """Rutu: six scores, so five are kept; Bea: the two best scores on the board."""
+    for score in (533, 91, 341, 214, 12, 300):
+        post_score(server, "Rutu", score)
+    post_score(server, "Bea", 600)
+    post_score(server, "Bea", 550)
+
+
+# ================================================================ both pages
+
+@pytest.mark.parametrize("path", ["/", "/user"])
+def test_page_loads_with_no_console_error_and_no_request_to_another_origin(server, open_tab, path):
+    post_score(server, "Rutu", 120)
+    tab = open_tab(path)
+    tab.page.wait_for_timeout(1000)   # let the leaderboard, the stream and the icon load
+    assert tab.page_errors == []
+    assert tab.console_errors == []
+    assert tab.requests, "the page made no request at all"
+    assert [url for url in tab.requests if not same_origin(server, url)] == []
+
+
+@pytest.mark.parametrize("path", ["/", "/user"])
+def test_page_is_served_with_a_strict_content_security_policy(server, path):
+    with urllib.request.urlopen(server.url + path, timeout=5) as answer:
+        policy = answer.headers["Content-Security-Policy"]
+        assert answer.headers.get_content_type() == "text/html"
+    assert policy, f"no Content-Security-Policy on {path}"
+    assert "default-src 'none'" in policy
+    assert "script-src 'sha256-" in policy
+    assert "style-src 'sha256-" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_game_runs_without_a_content_security_policy_violation(server, open_tab):
+    tab = open_tab("/")
+    start_game(tab.page)
+    tab.page.wait_for_timeout(500)
+    assert tab.csp_violations() == []
+    assert [text for text in tab.console_errors if "Content Security Policy" in text] == []
+
+
+def test_player_page_runs_without_a_content_security_policy_violation(server, open_tab):
+    seed_rutu_and_bea(server)
+    tab = open_tab("/user?name=Rutu")
+    expect(tab.page.locator("#chart .value")).to_have_count(5)
+    tab.page.wait_for_timeout(500)
+    assert tab.csp_violations() == []
+    assert [text for text in tab.console_errors if "Content Security Policy" in text] == []
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_name_is_shown_as_text_on_the_game_leaderboard(server, open_tab, name):
+    post_score(server, name, 77)
+    tab = open_tab("/")
+    link = tab.page.locator("#leaderboard li a")
+    expect(link).to_have_count(1)
+    assert link.text_content() == name
+    assert tab.page.locator("#leaderboard img, #leaderboard script").count() == 0
+    tab.page.wait_for_timeout(500)   # time for an injected onerror to fire, if there were one
+    assert tab.dialogs == []
+    assert [url for url in tab.requests if url.endswith("/x")] == []
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_name_is_shown_as_text_on_the_player_page(server, open_tab, name):
+    post_score(server, name, 77)
+    tab = open_tab("/user?name=" + urllib.parse.quote(name, safe=""))
+    expect(tab.page.locator("#chart .value")).to_have_text(["77"])
+    assert tab.page.locator("#player-name").text_content() == name
+    assert tab.page.locator("#players .name").all_text_contents() == [name]
+    assert tab.page.locator("main img, main script").count() == 0
+    tab.page.wait_for_timeout(500)
+    assert tab.dialogs == []
+    assert [url for url in tab.requests if url.endswith("/x")] == []
+
+
+def test_server_stops_within_two_seconds_while_pages_listen_for_scores(server, open_tab):
+    game, player = open_tab("/"), open_tab("/user")
+    expect(player.page.locator("#live")).to_have_text("Live")
+    expect(game.page.locator("#leaderboard")).to_be_attached()
+    code, seconds = server.stop()
+    assert code == 0
+    assert seconds < 2.0
+
+
+# ================================================================ the game
+
+def test_space_starts_the_game_and_the_canvas_moves(server, open_tab):
+    page = open_tab("/").page
+    start_game(page)
+    before = canvas_pixels(page)
+    eventually(lambda: canvas_pixels(page) != before, 3, "the canvas changed after the game started")
+    page.wait_for_function("() => Number(document.getElementById('stage').dataset.score) > 0")
+
+
+def test_space_does_not_scroll_the_page(server, open_tab):
+    page = open_tab("/").page
+    page.evaluate("""() => {   // make sure there is somewhere to scroll to
+        const spacer = document.body.appendChild(document.createElement('div'));
+        spacer.style.height = '3000px';
+    }""")
+    page.focus("#stage")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.keyboard.press("Space")
+    page.keyboard.press("Space")
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.scrollY") == 0
+
+
+def test_a_trex_that_never_jumps_crashes_and_game_over_is_announced(server, open_tab):
+    page = open_tab("/").page
+    start_game(page)
+    score = wait_for_crash(page)
+    assert score > 0
+    expect(page.locator("#announce")).to_contain_text("Game over")
+    expect(page.locator("#announce")).to_contain_text(str(score))
+
+
+def test_score_of_a_named_player_is_saved_at_game_over(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "Rex")
+    start_game(page)
+    score = wait_for_crash(page)
+    assert eventually(lambda: scores_of(server, "Rex"), 5, "GET /score/Rex has a score") == [score]
+    expect(page.locator("#save-status")).to_contain_text("saved")
+
+
+def test_enter_restarts_after_game_over(server, open_tab):
+    page = open_tab("/").page
+    start_game(page)
+    crashed_at = wait_for_crash(page)
+    page.keyboard.press("Enter")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+    assert int(page.get_attribute("#stage", "data-score")) < max(crashed_at, 1)
+
+
+def test_score_made_while_the_server_is_down_is_kept_and_sent_when_it_is_back(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "Olly")
+    start_game(page)
+    server.stop()
+    score = wait_for_crash(page)
+    expect(page.locator("#save-status")).to_contain_text("will retry", timeout=5000)
+    pending = json.loads(page.evaluate("localStorage.getItem('dino.pending')"))
+    assert [(entry["name"], entry["score"]) for entry in pending] == [("Olly", score)]
+
+    server.start()
+    assert eventually(lambda: scores_of(server, "Olly"), RETRY_MS / 1000, "the kept score reached the server") == [score]
+    expect(page.locator("#save-status")).to_contain_text("saved")
+    assert json.loads(page.evaluate("localStorage.getItem('dino.pending')") or "[]") == []
+
+
+def test_kept_score_is_retried_on_its_own_while_the_live_stream_is_down(server, open_tab):
+    # With /events unreachable only the 1-2-4-8 s backoff can deliver the score.
+    tab = open_tab("/", before_load=lambda page: page.route("**/events", lambda route: route.abort()))
+    page = tab.page
+    page.fill("#name", "Olly")
+    start_game(page)
+    server.stop()
+    score = wait_for_crash(page)
+    expect(page.locator("#save-status")).to_contain_text("will retry", timeout=5000)
+    server.start()
+    assert eventually(lambda: scores_of(server, "Olly"), RETRY_MS / 1000, "the kept score reached the server") == [score]
+
+
+def test_jump_key_restarts_only_after_a_short_wait(server, open_tab):
+    page = open_tab("/").page
+    start_game(page)
+    wait_for_crash(page)
+    page.keyboard.press("Space")          # still holding jump from the crash: no restart
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#stage", "data-state") == "crashed"
+    page.wait_for_timeout(1200)           # past the 1.2 s guard
+    page.keyboard.press("Space")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+
+
+def test_game_pauses_while_the_tab_is_hidden(server, open_tab):
+    page = open_tab("/").page
+    start_game(page)
+    set_hidden = """hidden => {
+        Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});
+        Object.defineProperty(document, 'visibilityState', {value: hidden ? 'hidden' : 'visible', configurable: true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    page.evaluate(set_hidden, True)
+    expect(page.locator("#stage")).to_have_attribute("data-state", "paused")
+    score = page.get_attribute("#stage", "data-score")
+    page.wait_for_timeout(500)
+    assert page.get_attribute("#stage", "data-score") == score
+    page.evaluate(set_hidden, False)
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+
+
+def test_name_is_remembered_after_a_reload(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "Rutu")
+    page.reload()
+    expect(page.locator("#name")).to_have_value("Rutu")
+
+
+def test_name_the_server_would_refuse_gets_an_inline_message(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "x" * 33)
+    expect(page.locator("#name-error")).not_to_have_text("")
+    page.fill("#name", "Rutu")
+    expect(page.locator("#name-error")).to_have_text("")
+
+
+def test_score_under_a_refused_name_says_it_was_not_saved(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "x" * 33)
+    start_game(page)
+    wait_for_crash(page)
+    expect(page.locator("#save-status")).to_contain_text("not saved")
+    assert http(server.url, "GET", "/scores")[1] == []
+
+
+def test_mute_is_remembered_after_a_reload(server, open_tab):
+    page = open_tab("/").page
+    before = page.get_attribute("#mute", "aria-pressed")
+    page.click("#mute")
+    after = page.get_attribute("#mute", "aria-pressed")
+    assert {before, after} == {"true", "false"}
+    page.reload()
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", after)
+
+
+def test_leaderboard_shows_the_top_ten_best_first(server, open_tab):
+    for score in range(100, 1300, 100):
+        post_score(server, f"p{score}", score)
+    page = open_tab("/").page
+    expect(page.locator("#leaderboard .score")).to_have_text([str(s) for s in range(1200, 200, -100)])
+
+
+def test_own_scores_are_highlighted_on_the_leaderboard(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/").page
+    page.fill("#name", "Rutu")
+    page.reload()
+    expect(page.locator("#leaderboard li.mine a")).to_have_text(["Rutu"] * 5)
+    expect(page.locator("#leaderboard li:not(.mine) a")).to_have_text(["Bea", "Bea"])
+
+
+def test_new_score_appears_on_every_open_leaderboard_without_reload(server, open_tab):
+    post_score(server, "Bea", 100)
+    tabs = [open_tab("/"), open_tab("/")]
+    for tab in tabs:
+        expect_on_leaderboard(tab.page, "Bea", 100)
+        tab.page.evaluate("window.__notReloaded = true")
+    post_score(server, "Ada", 321)
+    for tab in tabs:
+        expect_on_leaderboard(tab.page, "Ada", 321)
+        assert tab.page.evaluate("window.__notReloaded === true")
+
+
+def test_leaderboard_keeps_updating_when_the_event_stream_fails(server, open_tab):
+    tab = open_tab("/", before_load=lambda page: page.route("**/events", lambda route: route.abort()))
+    expect(tab.page.locator("#leaderboard")).to_be_attached()
+    tab.page.wait_for_timeout(500)
+    post_score(server, "Ada", 321)
+    expect_on_leaderboard(tab.page, "Ada", 321, timeout=10_000)
+
+
+def test_leaderboard_names_link_to_the_player_page(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/").page
+    page.locator("#leaderboard a", has_text="Bea").first.click()
+    page.wait_for_url(server.url + "/user?name=Bea")
+    expect(page.locator("#player-name")).to_have_text("Bea")
+
+
+def test_simulation_covers_the_same_distance_at_60_and_144_hz(server, open_tab):
+    page = open_tab("/").page
+    at_60, at_144 = page.evaluate("""() => {
+        function run(dt) {
+          let state = DinoSim.create(1, {obstacles: false});
+          const steps = Math.round(60000 / dt);
+          for (let i = 0; i < steps; i++) {
+            const next = DinoSim.step(state, {jump: false, duck: false}, dt);
+            if (next && typeof next === 'object') state = next;
+          }
+          if (state.crashed) throw new Error('crashed with obstacles off');
+          return state.distance;
+        }
+        return [run(1000 / 60), run(1000 / 144)];
+    }""")
+    assert at_60 > 6 * 3600 * 0.99   # at least the starting speed for a minute of frames
+    assert abs(at_60 - at_144) <= 0.01 * at_60
+
+
+# ================================================================ the game on a phone
+
+def test_game_fits_a_phone_screen_without_sideways_scrolling(server, open_tab):
+    page = open_tab("/", **PHONE).page
+    box = page.evaluate("""() => {
+        const r = document.getElementById('game').getBoundingClientRect();
+        return {left: r.left, right: r.right, width: r.width, inner: innerWidth,
+                scroll: document.documentElement.scrollWidth};
+    }""")
+    assert box["inner"] == 390
+    assert box["left"] >= 0 and box["right"] <= box["inner"]
+    assert box["width"] >= 0.8 * box["inner"], "the canvas should use the width of the screen"
+    assert box["scroll"] <= box["inner"]
+
+
+def test_tap_starts_the_game_on_a_phone(server, open_tab):
+    page = open_tab("/", **PHONE).page
+    page.tap("#game")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "running")
+
+
+def test_canvas_is_drawn_at_the_screens_pixel_density(server, open_tab):
+    page = open_tab("/", **PHONE).page
+    css, backing, ratio = page.evaluate("""() => {
+        const c = document.getElementById('game');
+        const r = c.getBoundingClientRect();
+        return [[r.width, r.height], [c.width, c.height], devicePixelRatio];
+    }""")
+    assert ratio == 3
+    assert abs(backing[0] - css[0] * ratio) <= ratio
+    assert abs(backing[1] - css[1] * ratio) <= ratio
+
+
+# ================================================================ the player page
+
+def test_player_list_shows_every_player_with_their_best_best_first(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user").page
+    expect(page.locator("#players .name")).to_have_text(["Bea", "Rutu"])
+    expect(page.locator("#players .num")).to_have_text(["600", "533"])
+
+
+def test_typing_filters_the_player_list(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user").page
+    expect(page.locator("#players .name")).to_have_count(2)
+    page.fill("#filter", "ru")
+    expect(page.locator("#players .name")).to_have_text(["Rutu"])
+
+
+def test_picking_a_player_shows_their_top_five_best_first(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user").page
+    page.locator("#players a", has_text="Rutu").click()
+    expect(page.locator("#player-name")).to_have_text("Rutu")
+    expect(page.locator("#chart .value")).to_have_text(["533", "341", "300", "214", "91"])
+    # Bars grow in; once the best one fills its track, each is shorter than the one above.
+    page.wait_for_function("""() => {
+        const bars = [...document.querySelectorAll('#chart .bar')];
+        const track = bars[0].parentElement.getBoundingClientRect().width;
+        return Math.abs(bars[0].getBoundingClientRect().width - track) < 1;
+    }""")
+    widths = page.evaluate("[...document.querySelectorAll('#chart .bar')].map(b => b.getBoundingClientRect().width)")
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1] > 0
+
+
+def test_picking_a_player_puts_their_name_in_the_address(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user").page
+    page.fill("#filter", "Bea")
+    page.keyboard.press("Enter")
+    expect(page.locator("#player-name")).to_have_text("Bea")
+    assert page.url == server.url + "/user?name=Bea"
+
+
+def test_player_page_shows_the_players_best_rank(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user?name=Rutu").page
+    expect(page.locator("#rank")).to_have_text("Best rank on the leaderboard: #3")   # behind Bea's 600 and 550
+
+
+def test_address_with_a_name_opens_straight_on_that_player(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user?name=rutu").page
+    expect(page.locator("#player-name")).to_have_text("Rutu")   # the spelling first seen
+    expect(page.locator("#chart .value")).to_have_count(5)
+    expect(page.locator("#players a[aria-current=true] .name")).to_have_text("Rutu")
+
+
+@pytest.mark.parametrize("name", ["Nobody", "a name far too long to be a player's name"])
+def test_unknown_player_gets_a_friendly_message(server, open_tab, name):
+    seed_rutu_and_bea(server)
+    tab = open_tab("/user?name=" + urllib.parse.quote(name))
+    expect(tab.page.locator("#message")).to_contain_text(f"No scores for \u201c{name}\u201d yet")
+    expect(tab.page.locator("#chart li")).to_have_count(0)
+    assert tab.page_errors == []
+
+
+def test_player_page_links_back_to_the_game(server, open_tab):
+    page = open_tab("/user").page
+    page.get_by_role("link", name="Back to the game").click()
+    page.wait_for_url(server.url + "/")
+    expect(page.locator("#stage")).to_be_visible()
+
+
+def test_player_page_updates_live_when_a_score_lands(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user?name=Rutu").page
+    expect(page.locator("#chart .value")).to_have_count(5)
+    post_score(server, "Rutu", 999)
+    expect(page.locator("#chart .value")).to_have_text(["999", "533", "341", "300", "214"], timeout=LIVE_MS)
+    expect(page.locator("#players .num").first).to_have_text("999", timeout=LIVE_MS)
+    expect(page.locator("#rank")).to_have_text("Best rank on the leaderboard: #1")
+
+
+def test_player_page_keeps_updating_when_the_event_stream_fails(server, open_tab):
+    seed_rutu_and_bea(server)
+    tab = open_tab("/user?name=Rutu",
+                   before_load=lambda page: page.route("**/events", lambda route: route.abort()))
+    expect(tab.page.locator("#chart .value")).to_have_count(5)
+    post_score(server, "Rutu", 999)
+    expect(tab.page.locator("#chart .value").first).to_have_text("999", timeout=5000)
+
+
+def test_player_page_fits_a_phone_screen_without_sideways_scrolling(server, open_tab):
+    seed_rutu_and_bea(server)
+    post_score(server, "A player with a name of 32 chars", 5)
+    page = open_tab("/user?name=Rutu", **PHONE).page
+    expect(page.locator("#chart .value")).to_have_count(5)
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")

@@ -1,0 +1,2665 @@
+"""The Dino server's specification, as tests.
+
+Run: python3 -m pytest -q test_server.py
+
+Each test states one behaviour a player, a student's bot or a teacher can
+see. Most tests drive an in-process server (server.make_server on port 0
+with a temporary data directory); the ones about the process itself (kill -9,
+signals, the command line, the banner, the log, startup refusals) run
+server.py as a subprocess. Only loopback addresses are used.
+
+How a draw counts: a move that ends a game in a draw answers outcome "draw"
+with the final state; the game's stats count it in "total" only, neither in
+"win" nor in "lose" (see the tic-tac-toe and plugin draw tests).
+"""
+import base64
+import errno
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+SERVER_PY = REPO / "server.py"
+GAME_DIR = REPO / "game"
+MAX_BODY_BYTES = 64 * 1024
+MAX_SCORE = 10_000_000
+
+
+# --------------------------------------------------------------------------
+# HTTP helpers
+# --------------------------------------------------------------------------
+
+class Reply:
+    """One HTTP response: status, headers (case-insensitive) and body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Reply {self.status} {dict(self.headers)!r} {self.body[:400]!r}>"
+
+
+def encode_body(body, headers):
+    if isinstance(body, (dict, list)):
+        headers.setdefault("Content-Type", "application/json")
+        return json.dumps(body).encode()
+    if isinstance(body, str):
+        return body.encode()
+    return body
+
+
+def call(port, method, path, body=None, headers=None, timeout=10):
+    """Send one request on a fresh connection and read the whole answer."""
+    headers = dict(headers or {})
+    data = encode_body(body, headers)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def name_path(name, prefix="/score/"):
+    return prefix + quote(name, safe="")
+
+
+def assert_json_error(reply, status):
+    """The answer is `status` (an int, or a (low, high) range) with a JSON {"error": ...}."""
+    if isinstance(status, tuple):
+        assert status[0] <= reply.status <= status[1], reply
+    else:
+        assert reply.status == status, reply
+    assert reply.headers.get("Content-Type", "").startswith("application/json"), reply
+    body = json.loads(reply.body)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str), reply
+    assert body["error"].strip(), reply
+    assert "Traceback" not in body["error"], reply
+    return body["error"]
+
+
+class RawConnection:
+    """A bare socket to send exact bytes and parse exact responses."""
+
+    def __init__(self, port, timeout=5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("server closed the connection")
+        self.buf += chunk
+
+    def response(self, head=False):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head_bytes, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = http.client.HTTPMessage()
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip()] = value.strip()
+        if head:
+            length = 0
+        elif headers.get("Content-Length") is not None:
+            length = int(headers["Content-Length"])
+        else:  # no length: the body runs to the end of the connection
+            try:
+                while True:
+                    self._fill()
+            except (EOFError, ConnectionResetError):
+                pass
+            length = len(self.buf)
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return Reply(status, headers, body)
+
+    def closed_by_server(self, timeout=3):
+        """True when the server ends the connection (EOF or reset) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def raw_exchange(port, data, timeout=5):
+    conn = RawConnection(port, timeout)
+    try:
+        conn.send(data)
+        return conn.response()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# In-process server
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def srvmod():
+    if not SERVER_PY.exists():
+        pytest.fail(f"{SERVER_PY} does not exist yet")
+    sys.path.insert(0, str(REPO))
+    import server
+    return server
+
+
+class Live:
+    """A server.make_server instance serving from a daemon thread."""
+
+    def __init__(self, mod, data_dir, **options):
+        opts = dict(host="127.0.0.1", port=0, data_dir=str(data_dir), quiet=True)
+        opts.update(options)
+        self.srv = mod.make_server(**opts)
+        self.port = self.srv.server_address[1]
+        self.data_dir = Path(data_dir)
+        self.closed = False
+        # a short poll interval only makes close() return sooner
+        self.thread = threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.01},
+                                       daemon=True)
+        self.thread.start()
+
+    def call(self, method, path, body=None, headers=None, timeout=10):
+        return call(self.port, method, path, body, headers, timeout)
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+    def post_score(self, name, score):
+        return self.post(name_path(name), {"score": score})
+
+    def scores_of(self, name):
+        reply = self.get(name_path(name))
+        assert reply.status == 200, reply
+        return reply.json()["scores"]
+
+    def board(self, query=""):
+        reply = self.get("/scores" + query)
+        assert reply.status == 200, reply
+        return reply.json()
+
+    # game API
+    def create(self, name="bot"):
+        reply = self.post(name_path(name, "/create/"))
+        assert reply.status == 201, reply
+        return reply.json()["token"]
+
+    def api(self, method, path, token=None, **params):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method in ("GET", "HEAD"):
+            query = urlencode(params)
+            return self.call(method, path + ("?" + query if query else ""), headers=headers)
+        return self.call(method, path, params, headers=headers)
+
+    def ok(self, method, path, token=None, **params):
+        reply = self.api(method, path, token, **params)
+        assert reply.status == 200, reply
+        return reply.json()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.srv.close()
+            self.thread.join(5)
+
+
+@pytest.fixture
+def start(srvmod, tmp_path):
+    """start(data_dir=None, **options) -> Live; every server is closed at teardown."""
+    servers = []
+
+    def _start(data_dir=None, **options):
+        data = Path(data_dir) if data_dir else tmp_path / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        live = Live(srvmod, data, **options)
+        servers.append(live)
+        return live
+
+    yield _start
+    for live in servers:
+        live.close()
+
+
+@pytest.fixture
+def live(start):
+    return start()
+
+
+CANARY = {"name": "canary-player", "score": 4242}
+
+
+@pytest.fixture(scope="module")
+def shared(srvmod, tmp_path_factory):
+    """One server per module for the tables of refused requests: none of them may store anything.
+
+    It holds one score, CANARY, so a test can check that the leaderboard did not change.
+    """
+    live = Live(srvmod, tmp_path_factory.mktemp("shared") / "data")
+    assert live.post_score(CANARY["name"], CANARY["score"]).status == 200
+    yield live
+    live.close()
+
+
+# --------------------------------------------------------------------------
+# Subprocess server
+# --------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PORT", None)
+    return env
+
+
+class Proc:
+    """python3 server.py as a child process, its stdout and stderr in files."""
+    counter = 0
+
+    def __init__(self, workdir, data_dir, *args, quiet=True, port=None):
+        Proc.counter += 1
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir)
+        self.out_path = Path(workdir) / f"server-{Proc.counter}.out"
+        self.err_path = Path(workdir) / f"server-{Proc.counter}.err"
+        cmd = [sys.executable, str(SERVER_PY), "--host", "127.0.0.1",
+               "--port", str(self.port), "--data", str(data_dir)]
+        if quiet:
+            cmd.append("--quiet")
+        cmd += [str(a) for a in args]
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                      cwd=workdir, env=subprocess_env())
+
+    def wait_ready(self, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise AssertionError(f"server exited with {self.p.returncode}:\n{self.output()}")
+            try:
+                if call(self.port, "GET", "/health-check", timeout=1).status == 200:
+                    return self
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def call(self, method, path, body=None, headers=None, timeout=10):
+        return call(self.port, method, path, body, headers, timeout)
+
+    def stdout(self):
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self):
+        return self.err_path.read_text(errors="replace")
+
+    def output(self):
+        return self.stdout() + self.stderr()
+
+    def kill9(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(5)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """spawn(data_dir, *args, quiet=True) -> a ready Proc; all stopped at teardown."""
+    procs = []
+
+    def _spawn(data_dir, *args, quiet=True, ready=True):
+        proc = Proc(tmp_path, data_dir, *args, quiet=quiet)
+        procs.append(proc)
+        return proc.wait_ready() if ready else proc
+
+    yield _spawn
+    for proc in procs:
+        proc.stop()
+
+
+def run_server(workdir, *args, timeout=15):
+    """Run server.py to completion (for --help and startup refusals)."""
+    return subprocess.run([sys.executable, str(SERVER_PY), *[str(a) for a in args]],
+                          capture_output=True, text=True, timeout=timeout, cwd=workdir,
+                          env=subprocess_env(), stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_startup_error(result, *needles):
+    """Exit code 1 and exactly one non-empty stderr line `error: ...` containing needles."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def file_bytes(directory):
+    return {p.name: p.read_bytes() for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
+def assert_files_untouched(directory, before):
+    """Every file that was there is still there, byte for byte (new lock files may appear)."""
+    after = file_bytes(directory)
+    assert {name: after.get(name) for name in before} == before
+
+
+def page_bytes(name):
+    path = GAME_DIR / name
+    if not path.exists():
+        pytest.skip(f"{path} does not exist yet (the game issue adds it)")
+    return path.read_bytes()
+
+
+# ==========================================================================
+# Leaderboard: the endpoint table
+# ==========================================================================
+
+def test_health_check_answers_ok(live):
+    reply = live.get("/health-check")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.json() == {"status": "ok"}
+
+
+def test_home_page_is_the_game_page(live):
+    expected = page_bytes("dino.html")
+    reply = live.get("/")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert reply.body == expected
+
+
+def test_user_path_is_the_player_page(live):
+    expected = page_bytes("user.html")
+    reply = live.get("/user")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert reply.body == expected
+
+
+def test_user_page_accepts_a_name_in_the_query(live):
+    expected = page_bytes("user.html")
+    reply = live.get("/user?name=rutu")
+    assert reply.status == 200
+    assert reply.body == expected
+
+
+def test_posting_a_score_answers_success(live):
+    reply = live.post_score("rutu", 533)
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.json() == {"status": "success"}
+
+
+def test_player_scores_are_listed_best_first(live):
+    for score in (91, 533, 214, 341):
+        assert live.post_score("rutu", score).status == 200
+    reply = live.get("/score/rutu")
+    assert reply.status == 200
+    assert reply.json() == {"name": "rutu", "scores": [533, 341, 214, 91]}
+
+
+def test_unknown_player_is_404(live):
+    assert_json_error(live.get("/score/nobody"), 404)
+
+
+def test_scores_lists_every_kept_score_best_first(live):
+    live.post_score("rutu", 533)
+    live.post_score("not-rutu", 288)
+    live.post_score("rutu", 341)
+    live.post_score("zed", 5)
+    assert live.board() == [
+        {"name": "rutu", "score": 533},
+        {"name": "rutu", "score": 341},
+        {"name": "not-rutu", "score": 288},
+        {"name": "zed", "score": 5},
+    ]
+
+
+def test_empty_leaderboard_is_an_empty_list(live):
+    assert live.board() == []
+
+
+def test_lowest_and_highest_allowed_scores_are_kept(live):
+    assert live.post_score("edge", 0).status == 200
+    assert live.post_score("edge", MAX_SCORE).status == 200
+    assert live.scores_of("edge") == [MAX_SCORE, 0]
+
+
+def test_missing_data_directory_is_created(srvmod, tmp_path):
+    data = tmp_path / "fresh" / "data"
+    live = Live(srvmod, data)
+    try:
+        assert live.post_score("first", 1).status == 200
+        assert data.is_dir()
+    finally:
+        live.close()
+
+
+# ==========================================================================
+# Leaderboard: the top-5 rules
+# ==========================================================================
+
+def test_sixth_score_drops_the_lowest(live):
+    for score in (10, 20, 30, 40, 50):
+        live.post_score("six", score)
+    live.post_score("six", 35)
+    assert live.scores_of("six") == [50, 40, 35, 30, 20]
+
+
+def test_score_lower_than_all_five_is_not_kept(live):
+    for score in (10, 20, 30, 40, 50):
+        live.post_score("low", score)
+    assert live.post_score("low", 5).status == 200
+    assert live.scores_of("low") == [50, 40, 30, 20, 10]
+
+
+def test_duplicate_scores_count_as_separate_scores(live):
+    for score in (100, 100, 50, 100):
+        live.post_score("dup", score)
+    assert live.scores_of("dup") == [100, 100, 100, 50]
+    live.post_score("dup", 100)
+    live.post_score("dup", 100)
+    assert live.scores_of("dup") == [100, 100, 100, 100, 100]
+
+
+def test_leaderboard_shows_only_the_kept_five(live):
+    for score in range(1, 9):
+        live.post_score("many", score)
+    assert [row["score"] for row in live.board()] == [8, 7, 6, 5, 4]
+
+
+# ==========================================================================
+# Leaderboard: /scores ordering and paging
+# ==========================================================================
+
+def test_equal_scores_are_listed_in_posting_order(live):
+    live.post_score("bea", 100)
+    live.post_score("al", 300)
+    live.post_score("cy", 100)
+    live.post_score("al", 100)
+    live.post_score("bea", 200)
+    assert live.board() == [
+        {"name": "al", "score": 300},
+        {"name": "bea", "score": 200},
+        {"name": "bea", "score": 100},
+        {"name": "cy", "score": 100},
+        {"name": "al", "score": 100},
+    ]
+
+
+def test_equal_scores_keep_posting_order_after_restart(start, tmp_path):
+    first = start()
+    for name in ("zz", "mm", "aa", "mm"):
+        first.post_score(name, 7)
+    expected = first.board()
+    first.close()
+    assert start(tmp_path / "data").board() == expected
+
+
+@pytest.fixture
+def ten_scores(live):
+    for i in range(10):
+        live.post_score(f"p{i}", 1000 - i)
+    return live
+
+
+def test_scores_limit_returns_the_best_n(ten_scores):
+    assert ten_scores.board("?limit=3") == [
+        {"name": "p0", "score": 1000},
+        {"name": "p1", "score": 999},
+        {"name": "p2", "score": 998},
+    ]
+
+
+def test_scores_offset_skips_the_best_m(ten_scores):
+    assert ten_scores.board("?offset=8") == [
+        {"name": "p8", "score": 992},
+        {"name": "p9", "score": 991},
+    ]
+
+
+def test_scores_limit_and_offset_page_together(ten_scores):
+    assert ten_scores.board("?limit=2&offset=4") == [
+        {"name": "p4", "score": 996},
+        {"name": "p5", "score": 995},
+    ]
+
+
+def test_scores_offset_past_the_end_is_empty(ten_scores):
+    assert ten_scores.board("?offset=50&limit=5") == []
+
+
+@pytest.mark.parametrize("query", ["?limit=abc", "?limit=-1", "?offset=-3", "?offset=1.5",
+                                   "?limit=99999999999999999999999999"])
+def test_scores_refuses_bad_paging(shared, query):
+    assert_json_error(shared.get("/scores" + query), 400)
+
+
+# ==========================================================================
+# Names
+# ==========================================================================
+
+def test_name_is_normalised_to_nfc(live):
+    decomposed = unicodedata.normalize("NFD", "Caf\u00e9")
+    assert decomposed == "Cafe\u0301"
+    assert live.post_score(decomposed, 10).status == 200
+    reply = live.get(name_path("Caf\u00e9"))
+    assert reply.status == 200
+    assert reply.json() == {"name": "Caf\u00e9", "scores": [10]}
+    assert live.board() == [{"name": "Caf\u00e9", "score": 10}]
+
+
+def test_name_is_trimmed(live):
+    assert live.post_score("  rutu  ", 10).status == 200
+    assert live.get("/score/rutu").json() == {"name": "rutu", "scores": [10]}
+
+
+def test_name_of_32_characters_is_accepted(live):
+    name = "n" * 32
+    assert live.post_score(name, 1).status == 200
+    assert live.get(name_path(name)).json()["name"] == name
+
+
+def test_name_of_33_characters_is_refused(live):
+    assert_json_error(live.post_score("n" * 33, 1), 400)
+    assert live.board() == []
+
+
+def test_name_length_counts_characters_after_nfc_and_trim(live):
+    decomposed = "e\u0301" * 32           # 64 code points, 32 characters in NFC
+    assert live.post_score(decomposed, 1).status == 200
+    padded = "  " + "x" * 32 + "  "
+    assert live.post_score(padded, 2).status == 200
+    names = {row["name"] for row in live.board()}
+    assert names == {"\u00e9" * 32, "x" * 32}
+
+
+def test_emoji_name_is_accepted(live):
+    assert live.post_score("\U0001F996 rex", 42).status == 200
+    assert live.get(name_path("\U0001F996 rex")).json() == {"name": "\U0001F996 rex", "scores": [42]}
+
+
+def test_html_in_a_name_is_stored_as_text(live):
+    name = "<img src=x onerror=alert(1)>"
+    assert live.post_score(name, 3).status == 200
+    assert live.board() == [{"name": name, "score": 3}]
+
+
+def test_name_is_the_url_decoded_path_segment(live):
+    assert live.post("/score/a%2Fb+c", {"score": 4}).status == 200
+    assert live.get("/score/a%2Fb+c").json() == {"name": "a/b+c", "scores": [4]}
+
+
+BAD_NAMES = [
+    pytest.param("   ", id="only-spaces"),
+    pytest.param("a\x00b", id="Cc-nul"),
+    pytest.param("bell\x07", id="Cc-bel"),
+    pytest.param("del\x7f", id="Cc-del"),
+    pytest.param("c\x851", id="Cc-c1-nel"),
+    pytest.param("line\nbreak", id="Cc-newline"),
+    pytest.param("zero\u200bwidth", id="Cf-zwsp"),
+    pytest.param("\u202eevil", id="Cf-rlo"),
+    pytest.param("bom\ufeff", id="Cf-bom"),
+    pytest.param("private\ue000", id="Co-bmp"),
+    pytest.param("private\U000F0000", id="Co-plane15"),
+    pytest.param("unassigned\u0378", id="Cn-unassigned"),
+    pytest.param("nonchar\uffff", id="Cn-noncharacter"),
+    pytest.param("n" * 33, id="33-chars"),
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_name_is_refused_with_400(shared, name):
+    assert_json_error(shared.post(name_path(name), {"score": 1}), 400)
+    assert shared.board() == [CANARY]
+
+
+@pytest.mark.parametrize("segment", ["%FF", "%C3", "%C3%28", "%80abc", "%ED%A0%80", "%F8%88%80%80%80"],
+                         ids=["ff", "truncated", "bad-continuation", "lone-continuation",
+                              "Cs-surrogate", "five-byte"])
+def test_invalid_utf8_percent_escapes_are_refused_with_400(shared, segment):
+    assert_json_error(shared.post("/score/" + segment, {"score": 1}), 400)
+    assert_json_error(shared.get("/score/" + segment), 400)
+    assert shared.board() == [CANARY]
+
+
+def test_names_compare_case_insensitively_and_keep_the_first_spelling(live):
+    live.post_score("Rutu", 10)
+    live.post_score("RUTU", 20)
+    live.post_score("rutu", 30)
+    assert live.get("/score/rUtU").json() == {"name": "Rutu", "scores": [30, 20, 10]}
+    assert live.board() == [{"name": "Rutu", "score": s} for s in (30, 20, 10)]
+
+
+def test_names_compare_by_casefold(live):
+    live.post_score("Stra\u00dfe", 1)
+    live.post_score("STRASSE", 2)
+    assert live.get("/score/strasse").json() == {"name": "Stra\u00dfe", "scores": [2, 1]}
+
+
+# ==========================================================================
+# Hostile bodies and requests: each a clean 4xx with a JSON error
+# ==========================================================================
+
+HOSTILE_BODIES = [
+    ("bool", b'{"score": true}'),
+    ("false", b'{"score": false}'),
+    ("float", b'{"score": 12.5}'),
+    ("integral-float", b'{"score": 12.0}'),
+    ("exponent", b'{"score": 1e3}'),
+    ("string", b'{"score": "12"}'),
+    ("NaN", b'{"score": NaN}'),
+    ("Infinity", b'{"score": Infinity}'),
+    ("minus-Infinity", b'{"score": -Infinity}'),
+    ("negative", b'{"score": -1}'),
+    ("above-max", b'{"score": 10000001}'),
+    ("huge-int", b'{"score": 1' + b"0" * 40 + b"}"),
+    ("thousands-of-digits", b'{"score": ' + b"9" * 5000 + b"}"),
+    ("60k-digits", b'{"score": ' + b"9" * 60000 + b"}"),
+    ("null", b'{"score": null}'),
+    ("array-score", b'{"score": [5]}'),
+    ("object-score", b'{"score": {"value": 5}}'),
+    ("array-body", b'[{"score": 5}]'),
+    ("number-body", b"5"),
+    ("string-body", b'"5"'),
+    ("null-body", b"null"),
+    ("not-json", b"score=5"),
+    ("truncated-json", b'{"score": 5'),
+    ("trailing-garbage", b'{"score": 5} x'),
+    ("deeply-nested", b'{"score": ' + b"[" * 30000 + b"]" * 30000 + b"}"),
+    ("deeply-nested-objects", b'{"a":' * 10000 + b"1" + b"}" * 10000),
+    ("missing-score", b"{}"),
+    ("misspelt-key", b'{"Score": 5}'),
+    ("empty-body", b""),
+    ("invalid-utf8", b'{"score": 5, "x": "\xff"}'),
+]
+
+
+@pytest.mark.parametrize("body", [b for _, b in HOSTILE_BODIES], ids=[i for i, _ in HOSTILE_BODIES])
+def test_hostile_score_body_is_a_clean_400(shared, body):
+    reply = shared.post("/score/hostile", body, headers={"Content-Type": "application/json"})
+    assert_json_error(reply, 400)
+    assert shared.get("/score/hostile").status == 404
+    assert shared.get("/health-check").status == 200
+
+
+def test_score_type_error_says_what_was_wrong(live):
+    message = assert_json_error(live.post("/score/typed", '{"score": "12"}'), 400)
+    assert "score" in message.lower()
+    message = assert_json_error(live.post("/score/typed", '{"score": 10000001}'), 400)
+    assert "10" in message  # names the allowed range
+
+
+def test_post_without_content_length_is_refused(live):
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"POST /score/nolen HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n")
+        assert_json_error(conn.response(), (400, 411))
+    finally:
+        conn.close()
+    assert live.get("/score/nolen").status == 404
+
+
+def send_headers_then_body(port, head, body, wait=2.0):
+    """Send the head; send the body only if no answer came within `wait` seconds.
+
+    A server may refuse on the headers alone; sending an unread 64 KiB body
+    first could make the kernel reset the connection over the answer.
+    """
+    conn = RawConnection(port)
+    try:
+        conn.send(head)
+        conn.sock.settimeout(wait)
+        try:
+            chunk = conn.sock.recv(65536)
+            conn.buf += chunk
+        except socket.timeout:
+            conn.sock.settimeout(5)
+            try:
+                conn.send(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        conn.sock.settimeout(5)
+        return conn.response()
+    finally:
+        conn.close()
+
+
+def test_body_over_64_kib_is_413(live):
+    body = b'{"score": 5}' + b" " * (MAX_BODY_BYTES + 1 - 12)
+    assert len(body) == MAX_BODY_BYTES + 1
+    head = (b"POST /score/big HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    assert_json_error(send_headers_then_body(live.port, head, body), 413)
+    assert live.get("/score/big").status == 404
+
+
+def test_body_of_exactly_64_kib_is_accepted(live):
+    body = b'{"score": 5}' + b" " * (MAX_BODY_BYTES - 12)
+    assert len(body) == MAX_BODY_BYTES
+    reply = live.post("/score/roomy", body, headers={"Content-Type": "application/json"})
+    assert reply.status == 200, reply
+    assert live.scores_of("roomy") == [5]
+
+
+def test_chunked_request_body_is_refused_with_4xx(live):
+    body = b'c\r\n{"score": 5}\r\n0\r\n\r\n'
+    head = (b"POST /score/chunky HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    assert_json_error(send_headers_then_body(live.port, head, body), (400, 499))
+    assert live.get("/score/chunky").status == 404
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "+12", "1e1", "0x0c", "12, 12", "", "12abc"])
+def test_bad_content_length_is_400(shared, value):
+    request = (b"POST /score/cl HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + value.encode() + b"\r\n\r\n")
+    assert_json_error(raw_exchange(shared.port, request + b'{"score": 5}'), 400)
+    assert shared.get("/score/cl").status == 404
+
+
+def test_duplicate_conflicting_content_length_is_400(live):
+    request = (b"POST /score/cl2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 12\r\nContent-Length: 13\r\n\r\n" + b'{"score": 5} ')
+    assert_json_error(raw_exchange(live.port, request), 400)
+    assert live.get("/score/cl2").status == 404
+
+
+def test_unread_body_does_not_become_the_next_request(live):
+    # A 405 leaves the body unread; it must not be parsed as a second request.
+    smuggled = b"GET /nope-smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"PUT /health-check HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
+                  + smuggled + b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = conn.response()
+        assert first.status == 405
+        try:
+            second = conn.response()
+        except (EOFError, ConnectionResetError):
+            return  # closing the connection is the other correct answer
+        assert second.status == 200, second
+        assert second.json() == {"status": "ok"}
+    finally:
+        conn.close()
+
+
+# ==========================================================================
+# Methods, unknown paths, http.server's own errors
+# ==========================================================================
+
+@pytest.mark.parametrize("path", ["/health-check", "/scores", "/score/rutu", "/scores?limit=1"])
+def test_head_answers_like_get_without_a_body(live, path):
+    live.post_score("rutu", 5)
+    got = live.get(path)
+    conn = RawConnection(live.port)
+    try:
+        conn.send(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET /health-check HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = conn.response(head=True)
+        after = conn.response()
+    finally:
+        conn.close()
+    assert head.status == got.status == 200
+    assert int(head.headers["Content-Length"]) == len(got.body)
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    # no body bytes were sent after the HEAD answer: the next answer parses cleanly
+    assert after.status == 200 and after.json() == {"status": "ok"}
+
+
+def test_head_on_an_unknown_player_is_404(live):
+    assert live.call("HEAD", "/score/nobody").status == 404
+
+
+def test_head_on_the_game_page_works(live):
+    expected = page_bytes("dino.html")
+    reply = live.call("HEAD", "/")
+    assert reply.status == 200
+    assert reply.body == b""
+    assert int(reply.headers["Content-Length"]) == len(expected)
+
+
+def allowed(reply):
+    return {m.strip() for m in reply.headers.get("Allow", "").split(",") if m.strip()}
+
+
+@pytest.mark.parametrize("method,path,expected", [
+    ("POST", "/health-check", {"GET", "HEAD"}),
+    ("PUT", "/health-check", {"GET", "HEAD"}),
+    ("DELETE", "/score/rutu", {"GET", "HEAD", "POST"}),
+    ("PUT", "/score/rutu", {"GET", "HEAD", "POST"}),
+    ("POST", "/scores", {"GET", "HEAD"}),
+    ("PATCH", "/scores", {"GET", "HEAD"}),
+    ("GET", "/create/rutu", {"POST"}),
+    ("GET", "/start", {"POST"}),
+    ("GET", "/move", {"POST"}),
+    ("DELETE", "/games", {"GET", "HEAD"}),
+    ("POST", "/allmetrics", {"GET", "HEAD"}),
+])
+def test_known_path_with_another_method_is_405_with_allow(shared, method, path, expected):
+    reply = shared.call(method, path)
+    assert_json_error(reply, 405)
+    assert expected <= allowed(reply), reply
+    assert method not in allowed(reply)
+
+
+@pytest.mark.parametrize("path", ["/nope", "/score", "/score/", "/scores/rutu", "/score/a/b",
+                                  "/health-check/x", "/index.html"])
+def test_unknown_path_is_404(shared, path):
+    reply = shared.get(path)
+    assert_json_error(reply, (400, 404))
+    if path not in ("/score/",):
+        assert reply.status == 404
+
+
+def test_malformed_request_line_is_a_json_400(live):
+    assert_json_error(raw_exchange(live.port, b"THIS IS NOT HTTP AT ALL\r\n\r\n"), 400)
+
+
+def test_request_line_with_bad_version_is_a_json_400(live):
+    assert_json_error(raw_exchange(live.port, b"GET / HTTP/one\r\n\r\n"), 400)
+
+
+def test_url_over_65536_bytes_is_a_json_414(live):
+    # exactly 65,537 bytes and no newline: the server reads them all, nothing is left unread
+    line = b"GET /" + b"a" * (65537 - 5)
+    assert_json_error(raw_exchange(live.port, line), 414)
+
+
+def test_too_many_headers_is_a_json_431(live):
+    request = b"GET /health-check HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+    assert_json_error(raw_exchange(live.port, request), 431)
+
+
+def test_header_line_over_65536_bytes_is_a_json_431(live):
+    request = b"GET /health-check HTTP/1.1\r\n" + b"X-Long: " + b"a" * (65537 - 8)
+    assert_json_error(raw_exchange(live.port, request), 431)
+
+
+def test_unknown_method_is_a_json_501(live):
+    assert_json_error(raw_exchange(live.port, b"BREW /health-check HTTP/1.1\r\nHost: x\r\n\r\n"), 501)
+
+
+def test_server_keeps_serving_after_protocol_errors(live):
+    raw_exchange(live.port, b"THIS IS NOT HTTP AT ALL\r\n\r\n")
+    raw_exchange(live.port, b"BREW / HTTP/1.1\r\n\r\n")
+    assert live.get("/health-check").json() == {"status": "ok"}
+
+
+# ==========================================================================
+# Security headers and the static allow-list
+# ==========================================================================
+
+@pytest.mark.parametrize("path", ["/health-check", "/scores", "/score/nobody", "/nope", "/games"])
+def test_api_answers_are_nosniff_and_not_cached(shared, path):
+    reply = shared.get(path)
+    assert reply.headers.get("X-Content-Type-Options") == "nosniff", reply
+    assert "no-store" in reply.headers.get("Cache-Control", ""), reply
+
+
+def test_protocol_errors_carry_nosniff(live):
+    reply = raw_exchange(live.port, b"THIS IS NOT HTTP AT ALL\r\n\r\n")
+    assert reply.headers.get("X-Content-Type-Options") == "nosniff", reply
+
+
+@pytest.mark.parametrize("path,page", [("/", "dino.html"), ("/user", "user.html")])
+def test_html_pages_carry_a_strict_content_security_policy(live, path, page):
+    page_bytes(page)
+    reply = live.get(path)
+    csp = reply.headers.get("Content-Security-Policy", "")
+    assert "default-src 'none'" in csp, csp
+    assert "frame-ancestors 'none'" in csp, csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, csp
+    assert reply.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize("path,page", [("/", "dino.html"), ("/user", "user.html")])
+def test_csp_allows_each_inline_script_and_style_by_hash(live, path, page):
+    text = page_bytes(page).decode()
+    csp = live.get(path).headers.get("Content-Security-Policy", "")
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        allowed_here = re.search(directive + r" ([^;]*)", csp)
+        for element in re.findall(rf"<{tag}\b[^>]*>(.*?)</{tag}>", text, re.S | re.I):
+            digest = base64.b64encode(hashlib.sha256(element.encode()).digest()).decode()
+            assert allowed_here and f"'sha256-{digest}'" in allowed_here.group(1), (tag, element[:80], csp)
+
+
+TRAVERSALS = [
+    "/../server.py", "/game/../server.py", "/%2e%2e/server.py", "/%2E%2E%2Fserver.py",
+    "/..%2fserver.py", "/game/%2e%2e/server.py", "/game/dino.html", "/game/user.html",
+    "/game/", "/game", "/data/state.json", "/data/journal.jsonl", "/state.json",
+    "/journal.jsonl", "/server.py", "/test_server.py", "/.git/config", "//etc/passwd",
+    "/../../../../etc/passwd", "/user/../server.py", "/favicon.svg/../server.py",
+    "/%00", "/game%2fdino.html", "/dino.html", "/user.html", "/./server.py",
+    "/static/../../server.py", "/score/../server.py",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_attempts_never_serve_files(shared, path):
+    reply = raw_exchange(shared.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert 400 <= reply.status < 500, reply
+    assert reply.headers.get("Content-Type", "").startswith("application/json"), reply
+    for secret in (b"canary-player", b"import ", b"root:", b"[core]", b"def "):
+        assert secret not in reply.body, (path, reply)
+
+
+def test_favicon_is_served_from_the_allow_list(live):
+    expected = page_bytes("favicon.svg")
+    for path in ("/favicon.svg", "/favicon.ico"):
+        reply = live.get(path)
+        assert reply.status == 200
+        assert reply.headers["Content-Type"].startswith("image/svg+xml")
+        assert reply.body == expected
+
+
+# ==========================================================================
+# HTTP connections: keep-alive, backlog, no reverse DNS
+# ==========================================================================
+
+def test_two_requests_share_one_keep_alive_connection(live):
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+    try:
+        conn.request("POST", "/score/kept", body=b'{"score": 7}', headers={"Content-Type": "application/json"})
+        first = conn.getresponse()
+        first_body = first.read()
+        sock = conn.sock
+        assert first.version == 11 and not first.will_close
+        conn.request("GET", "/score/kept")
+        second = conn.getresponse()
+        second_body = second.read()
+        assert conn.sock is sock, "the server closed the connection between requests"
+    finally:
+        conn.close()
+    assert int(first.getheader("Content-Length")) == len(first_body)
+    assert int(second.getheader("Content-Length")) == len(second_body)
+    assert json.loads(second_body) == {"name": "kept", "scores": [7]}
+
+
+def test_pipelined_requests_are_answered_in_order_with_exact_lengths(live):
+    live.post_score("pipe", 3)
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /score/pipe HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [conn.response() for _ in range(3)]
+    finally:
+        conn.close()
+    assert [a.status for a in answers] == [200, 200, 404]
+    assert answers[0].json() == {"status": "ok"}
+    assert answers[1].json() == {"name": "pipe", "scores": [3]}
+
+
+def test_listen_backlog_is_at_least_128(live):
+    assert live.srv.request_queue_size >= 128
+
+
+def test_binding_does_no_reverse_dns_lookup(srvmod, tmp_path, monkeypatch):
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("reverse DNS lookup at bind")
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_lookup)
+    live = Live(srvmod, tmp_path / "data")
+    try:
+        assert live.get("/health-check").status == 200
+    finally:
+        live.close()
+
+
+# ==========================================================================
+# Slow and half-open clients
+# ==========================================================================
+
+def test_sixty_stalled_clients_do_not_block_others(live):
+    stalled = []
+    try:
+        for i in range(60):
+            s = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            if i % 2:
+                s.sendall(b"GET /health-check HTTP/1.1\r\nHo")       # half a head
+            else:
+                s.sendall(b"POST /score/slow HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"sc")  # half a body
+            stalled.append(s)
+        started = time.monotonic()
+        reply = live.get("/health-check", timeout=10)
+        assert reply.status == 200
+        assert live.post_score("fast", 1).status == 200
+        assert time.monotonic() - started < 10
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_stalled_client_is_cut_off_after_the_request_deadline(srvmod, live, monkeypatch):
+    monkeypatch.setattr(srvmod, "REQUEST_DEADLINE_S", 1)
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"GET /health-check HTTP/1.1\r\nHo")
+        assert conn.closed_by_server(timeout=8)
+    finally:
+        conn.close()
+    assert live.get("/health-check").status == 200
+
+
+def test_trickling_client_is_cut_off_after_the_request_deadline(srvmod, live, monkeypatch):
+    monkeypatch.setattr(srvmod, "REQUEST_DEADLINE_S", 1)
+    conn = RawConnection(live.port)
+    cut_off = False
+    try:
+        for byte in b"GET /health-check HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            try:
+                conn.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+                break
+            if conn.closed_by_server(timeout=0.1):
+                cut_off = True
+                break
+    finally:
+        conn.close()
+    assert cut_off, "a client sending one byte every 0.1 s for 20 s was never cut off"
+
+
+def test_connections_beyond_the_cap_get_a_json_503(srvmod, live, monkeypatch):
+    monkeypatch.setattr(srvmod, "MAX_CONNECTIONS", 4)
+    held = [RawConnection(live.port) for _ in range(4)]
+    try:
+        for conn in held:
+            conn.send(b"GET /health-check HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        assert_json_error(raw_exchange(live.port, b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n"), 503)
+    finally:
+        for conn in held:
+            conn.close()
+    deadline = time.monotonic() + 5
+    while live.get("/health-check").status != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.get("/health-check").status == 200
+
+
+# ==========================================================================
+# Persistence: restart, kill -9, torn and corrupt files, full disk
+# ==========================================================================
+
+def test_restart_keeps_every_score_name_and_order(start, tmp_path):
+    first = start()
+    for score in (10, 20, 30, 40, 50, 60):
+        first.post_score("Keeper", score)
+    first.post_score("KEEPER", 45)
+    first.post_score("Caf\u00e9", 45)
+    first.post_score("other", 50)
+    board = first.board()
+    first.close()
+    second = start(tmp_path / "data")
+    assert second.board() == board
+    assert second.get("/score/keeper").json() == {"name": "Keeper", "scores": [60, 50, 45, 40, 30]}
+    second.post_score("late", 1)
+    second.close()
+    third = start(tmp_path / "data")
+    assert third.board() == board + [{"name": "late", "score": 1}]
+
+
+def test_every_data_json_file_is_valid_json(start, tmp_path):
+    live = start()
+    live.post_score("valid", 1)
+    token = live.create("valid")
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    for path in (tmp_path / "data").glob("*.json"):
+        json.loads(path.read_text())
+    live.close()
+    files = list((tmp_path / "data").glob("*.json"))
+    assert files, "no snapshot written at shutdown"
+    for path in files:
+        json.loads(path.read_text())
+
+
+def posting_thread(port, tag, acked, stop):
+    """Post one fresh player per request (so top-5 trimming never hides one), record 200s."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    i = 0
+    while not stop.is_set():
+        name, score = f"k{tag}-{i}", tag * 100000 + i
+        try:
+            conn.request("POST", f"/score/{name}", body=json.dumps({"score": score}),
+                         headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            reply.read()
+        except (OSError, http.client.HTTPException):
+            return
+        if reply.status == 200:
+            acked.append((name, score))
+        i += 1
+
+
+def test_kill_9_under_concurrent_writes_loses_no_acknowledged_score(spawn, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data)
+    acked, stop = [], threading.Event()
+    threads = [threading.Thread(target=posting_thread, args=(proc.port, t, acked, stop)) for t in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 150 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill9()                     # while the threads are still posting
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert len(acked) >= 20, "too few writes acknowledged before the kill"
+    for path in data.glob("*.json"):
+        json.loads(path.read_text())
+    again = spawn(data)
+    rows = again.call("GET", "/scores").json()
+    kept = {(row["name"], row["score"]) for row in rows}
+    missing = [pair for pair in acked if pair not in kept]
+    assert not missing, f"{len(missing)} acknowledged scores lost, e.g. {missing[:5]}"
+    for name, score in kept:  # nothing invented: every row is a score some thread sent
+        tag, i = map(int, name[1:].split("-"))
+        assert score == tag * 100000 + i
+
+
+@pytest.fixture(scope="module")
+def killed_journal(tmp_path_factory):
+    """A data dir left by kill -9 after four acknowledged scores j1..j4, posted in order."""
+    work = tmp_path_factory.mktemp("killed")
+    data = work / "data"
+    proc = Proc(work, data)
+    try:
+        proc.wait_ready()
+        for i in range(1, 5):
+            assert proc.call("POST", f"/score/j{i}", {"score": i * 10}).status == 200
+    finally:
+        proc.kill9()
+    journal = data / "journal.jsonl"
+    assert journal.exists(), list(data.iterdir())
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 4, lines
+    return data
+
+
+def copy_data(src, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_kill_9_leaves_every_json_file_valid(killed_journal):
+    for path in killed_journal.glob("*.json"):
+        json.loads(path.read_text())
+
+
+def test_kill_9_keeps_the_acknowledged_scores(killed_journal, tmp_path, start):
+    live = start(copy_data(killed_journal, tmp_path))
+    assert live.board() == [{"name": f"j{i}", "score": i * 10} for i in (4, 3, 2, 1)]
+
+
+def tear_last_line(data):
+    journal = data / "journal.jsonl"
+    raw = journal.read_bytes()
+    lines = raw.splitlines(keepends=True)
+    last = lines[-1]
+    journal.write_bytes(b"".join(lines[:-1]) + last[: len(last) // 2])
+
+
+def test_torn_last_journal_line_is_dropped_with_a_log_line(killed_journal, tmp_path, spawn):
+    data = copy_data(killed_journal, tmp_path)
+    tear_last_line(data)
+    proc = spawn(data)
+    rows = proc.call("GET", "/scores").json()
+    assert rows == [{"name": f"j{i}", "score": i * 10} for i in (3, 2, 1)]
+    assert "journal" in proc.output().lower(), proc.output()
+
+
+def test_writes_after_a_torn_line_survive_a_later_kill_9(killed_journal, tmp_path, spawn):
+    data = copy_data(killed_journal, tmp_path)
+    tear_last_line(data)
+    proc = spawn(data)
+    assert proc.call("POST", "/score/j5", {"score": 50}).status == 200
+    proc.kill9()                      # no compaction: the next start replays the journal
+    again = spawn(data)
+    assert [row["name"] for row in again.call("GET", "/scores").json()] == ["j5", "j3", "j2", "j1"]
+
+
+def test_corruption_in_the_middle_of_the_journal_refuses_to_start(killed_journal, tmp_path):
+    data = copy_data(killed_journal, tmp_path)
+    journal = data / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[1] = b"#garbage{not json at all\n"
+    journal.write_bytes(b"".join(lines))
+    before = file_bytes(data)
+    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
+    assert_one_line_startup_error(result, "journal.jsonl")
+    assert_files_untouched(data, before)
+
+
+CORRUPT_SNAPSHOTS = [
+    pytest.param(b'{"players": {"a": [1, 2', id="truncated"),
+    pytest.param(b"\x00\xff\xfe garbage", id="binary-garbage"),
+    pytest.param(b"[1, 2, 3]", id="wrong-shape"),
+    pytest.param(b"", id="empty-file"),
+]
+
+
+@pytest.mark.parametrize("content", CORRUPT_SNAPSHOTS)
+def test_corrupt_snapshot_refuses_to_start_and_is_left_untouched(srvmod, tmp_path, content):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.json").write_bytes(content)
+    before = file_bytes(data)
+    with pytest.raises(srvmod.StartupError) as refused:
+        Live(srvmod, data)
+    assert "state.json" in str(refused.value)
+    assert_files_untouched(data, before)
+
+
+def test_corrupt_snapshot_is_a_one_line_error_from_the_command_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.json").write_bytes(b'{"players": {"a": [1, 2')
+    before = file_bytes(data)
+    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
+    assert_one_line_startup_error(result, "state.json")
+    assert_files_untouched(data, before)
+
+
+def test_truncated_real_snapshot_refuses_to_start_in_process(start, srvmod, tmp_path):
+    live = start()
+    live.post_score("snap", 1)
+    live.close()
+    snapshot = tmp_path / "data" / "state.json"
+    raw = snapshot.read_bytes()
+    snapshot.write_bytes(raw[: len(raw) // 2])
+    before = file_bytes(tmp_path / "data")
+    with pytest.raises(srvmod.StartupError) as refused:
+        Live(srvmod, tmp_path / "data")
+    assert "state.json" in str(refused.value)
+    assert_files_untouched(tmp_path / "data", before)
+
+
+@pytest.fixture
+def full_disk(srvmod, monkeypatch):
+    """Call full_disk(True) to make every fsync fail with ENOSPC, full_disk(False) to heal."""
+    real_fsync = os.fsync
+
+    def enospc(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def set_full(full):
+        monkeypatch.setattr(srvmod.os, "fsync", enospc if full else real_fsync)
+    return set_full
+
+
+def test_failing_disk_write_answers_503(live, full_disk):
+    live.post_score("disk", 100)
+    full_disk(True)
+    assert_json_error(live.post_score("disk", 200), 503)
+
+
+def test_failing_disk_write_leaves_memory_unchanged(live, full_disk):
+    live.post_score("disk", 100)
+    full_disk(True)
+    live.post_score("disk", 200)
+    live.post_score("newcomer", 300)
+    assert live.get("/score/disk").json() == {"name": "disk", "scores": [100]}
+    assert live.get("/score/newcomer").status == 404
+    assert live.board() == [{"name": "disk", "score": 100}]
+    assert live.get("/health-check").status == 200
+
+
+def crash_copy(live, tmp_path):
+    """The data directory as a crash would leave it now: a copy taken while the server runs."""
+    copy = tmp_path / f"crash-{time.monotonic_ns()}"
+    shutil.copytree(live.data_dir, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
+
+
+def test_failed_write_leaves_no_phantom_score_after_a_crash(start, full_disk, tmp_path):
+    live = start()
+    live.post_score("disk", 100)
+    full_disk(True)
+    live.post_score("disk", 200)
+    live.post_score("newcomer", 300)
+    full_disk(False)
+    assert start(crash_copy(live, tmp_path)).board() == [{"name": "disk", "score": 100}]
+
+
+def test_failed_write_leaves_no_phantom_score_after_restart(start, full_disk, tmp_path):
+    live = start()
+    live.post_score("disk", 100)
+    full_disk(True)
+    live.post_score("disk", 200)
+    full_disk(False)
+    live.close()
+    assert start(tmp_path / "data").board() == [{"name": "disk", "score": 100}]
+
+
+def test_writes_work_again_once_the_disk_is_fine(start, full_disk, tmp_path):
+    live = start()
+    live.post_score("disk", 100)
+    full_disk(True)
+    live.post_score("disk", 200)
+    full_disk(False)
+    assert live.post_score("disk", 150).status == 200
+    assert live.scores_of("disk") == [150, 100]
+    live.close()
+    again = start(tmp_path / "data")
+    assert again.board() == [{"name": "disk", "score": 150}, {"name": "disk", "score": 100}]
+
+
+def test_sixteen_threads_posting_at_once_end_with_exact_results(live):
+    barrier = threading.Barrier(16)
+    failures = []
+
+    def player(t):
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+        barrier.wait()
+        for i in range(15):
+            for name in (f"own{t}", "crowd"):
+                conn.request("POST", f"/score/{name}", body=json.dumps({"score": t * 100 + i}),
+                             headers={"Content-Type": "application/json"})
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    failures.append(reply.status)
+        conn.close()
+
+    threads = [threading.Thread(target=player, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    for t in range(16):
+        assert live.scores_of(f"own{t}") == [t * 100 + i for i in (14, 13, 12, 11, 10)]
+    assert live.scores_of("crowd") == [1514, 1513, 1512, 1511, 1510]
+    assert len(live.board()) == 16 * 5 + 5
+
+
+def test_concurrent_writes_share_fsyncs(live, srvmod, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def slow_fsync(fd):  # a slow disk: 20 ms a flush, so concurrent posts queue up behind one
+        calls.append(fd)
+        time.sleep(0.02)
+        real_fsync(fd)
+    monkeypatch.setattr(srvmod.os, "fsync", slow_fsync)
+    barrier, statuses = threading.Barrier(16), []
+
+    def poster(t):
+        barrier.wait()
+        for i in range(5):
+            statuses.append(live.post_score(f"group{t}", i).status)
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [200] * 80
+    assert len(calls) <= 40, f"{len(calls)} fsyncs for 80 concurrent posts"
+
+
+# ==========================================================================
+# The process: signals, port in use, --help, banner, access log
+# ==========================================================================
+
+def open_idle_stalled_and_streaming_clients(port):
+    """An idle keep-alive connection, a half-sent request and an open /events stream."""
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    idle.request("GET", "/health-check")
+    idle.getresponse().read()
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=5)
+    stalled.sendall(b"POST /score/stall HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"sco")
+    stream = RawConnection(port)
+    stream.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    stream._fill()
+    return idle, stalled, stream.sock
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_server_with_exit_0_within_two_seconds(spawn, tmp_path, sig):
+    proc = spawn(tmp_path / "data")
+    proc.call("POST", "/score/bye", {"score": 1})
+    clients = open_idle_stalled_and_streaming_clients(proc.port)
+    try:
+        started = time.monotonic()
+        proc.p.send_signal(sig)
+        try:
+            code = proc.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("server still running 5 s after the signal")
+        elapsed = time.monotonic() - started
+    finally:
+        for client in clients:
+            client.close()
+    assert code == 0, proc.output()
+    assert elapsed < 2.0, elapsed
+    assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_compacts_the_journal_and_keeps_every_score(spawn, start, tmp_path, sig):
+    data = tmp_path / "data"
+    proc = spawn(data)
+    for i in range(5):
+        assert proc.call("POST", f"/score/compact{i}", {"score": i}).status == 200
+    proc.p.send_signal(sig)
+    assert proc.p.wait(timeout=5) == 0
+    journal = data / "journal.jsonl"
+    assert not journal.exists() or journal.stat().st_size == 0, journal.read_bytes()[:200]
+    snapshot = json.loads((data / "state.json").read_text())
+    assert "compact4" in json.dumps(snapshot)
+    live = start(data)
+    assert [row["name"] for row in live.board()] == [f"compact{i}" for i in (4, 3, 2, 1, 0)]
+
+
+def test_request_in_flight_at_sigterm_is_answered_and_kept(spawn, start, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data)
+    conn = RawConnection(proc.port)
+    body = b'{"score": 77}'
+    conn.send(b"POST /score/inflight HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
+    time.sleep(0.1)
+    proc.p.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    try:
+        conn.send(body[5:])
+        reply = conn.response()
+    finally:
+        conn.close()
+    assert reply.status == 200 and reply.json() == {"status": "success"}
+    assert proc.p.wait(timeout=5) == 0
+    assert start(data).scores_of("inflight") == [77]
+
+
+def test_port_defaults_to_the_port_environment_variable(tmp_path):
+    port = free_port()
+    env = dict(subprocess_env(), PORT=str(port))
+    proc = subprocess.Popen([sys.executable, str(SERVER_PY), "--host", "127.0.0.1", "--data",
+                             str(tmp_path / "data"), "--quiet"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert call(port, "GET", "/health-check", timeout=1).status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.02)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        proc.stderr.close()
+
+
+def test_posting_appends_to_the_journal_without_rewriting_the_snapshot(start, tmp_path):
+    data = tmp_path / "data"
+    first = start(data)
+    for i in range(50):
+        first.post_score(f"seed{i}", i)
+    first.close()
+    snapshot = data / "state.json"
+    before = (snapshot.stat().st_ino, snapshot.stat().st_mtime_ns, snapshot.read_bytes())
+    live = start(data)
+    journal_size = (data / "journal.jsonl").stat().st_size if (data / "journal.jsonl").exists() else 0
+    for i in range(20):
+        assert live.post_score(f"new{i}", i).status == 200
+    assert (snapshot.stat().st_ino, snapshot.stat().st_mtime_ns, snapshot.read_bytes()) == before
+    assert (data / "journal.jsonl").stat().st_size > journal_size
+
+
+def test_close_compacts_and_finishes(start, tmp_path):
+    live = start()
+    live.post_score("closing", 9)
+    live.close()
+    assert not live.thread.is_alive()
+    journal = tmp_path / "data" / "journal.jsonl"
+    assert not journal.exists() or journal.stat().st_size == 0
+
+
+def test_port_already_in_use_is_a_one_line_error(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_server(tmp_path, "--host", "127.0.0.1", "--port", port,
+                            "--data", tmp_path / "data", "--quiet")
+    assert result.returncode != 0
+    line = assert_one_line_startup_error(result)
+    assert str(port) in line
+
+
+def test_help_explains_every_option(tmp_path):
+    result = run_server(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--host", "--port", "--data", "--quiet", "--token-ttl", "--games"):
+        assert option in result.stdout, option
+    for default in ("0.0.0.0", "8080", "PORT", "3600"):
+        assert default in result.stdout, default
+
+
+def test_banner_shows_url_data_dir_player_count_and_token_ttl(start, spawn, tmp_path):
+    data = tmp_path / "data"
+    live = start(data)
+    for name in ("ann", "ben", "cat"):
+        live.post_score(name, 1)
+    live.post_score("ANN", 2)
+    live.close()
+    proc = spawn(data, "--token-ttl", 1234)
+    deadline = time.monotonic() + 5   # the banner may land just after the first answer
+    while "1234" not in proc.stdout() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    banner = proc.stdout()
+    assert f"http://127.0.0.1:{proc.port}/" in banner, banner
+    assert str(data) in banner, banner
+    player_lines = [line for line in banner.splitlines() if "player" in line.lower()]
+    assert player_lines and re.search(r"\b3\b", " ".join(player_lines)), banner
+    assert "1234" in banner, banner
+
+
+def test_quiet_server_logs_no_access_lines(spawn, tmp_path):
+    proc = spawn(tmp_path / "data")
+    proc.call("GET", "/score/quiet-probe")
+    time.sleep(0.2)
+    assert "quiet-probe" not in proc.output()
+
+
+@pytest.fixture(scope="module")
+def logging_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("logging")
+    proc = Proc(work, work / "data", quiet=False)
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+def wait_for_lines(proc, needle, count, timeout=3):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in proc.output().splitlines() if needle in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_each_request_logs_one_access_line(logging_server):
+    proc = logging_server
+    for _ in range(3):
+        assert proc.call("GET", "/score/log-probe").status == 404
+    proc.call("POST", "/score/log-probe2", {"score": 5})
+    time.sleep(0.2)
+    lines = wait_for_lines(proc, "/score/log-probe ", 3)
+    assert len(lines) == 3, proc.output()
+    for line in lines:
+        assert "GET" in line and "404" in line, line
+        assert re.search(r"\d+(\.\d+)?\s*ms", line), line
+    posts = wait_for_lines(proc, "/score/log-probe2", 1)
+    assert len(posts) == 1 and "POST" in posts[0] and "200" in posts[0], posts
+
+
+def test_request_bodies_are_not_logged(logging_server):
+    proc = logging_server
+    proc.call("POST", "/score/body-probe", b'{"score": 5, "note": "BODY-MARKER-77"}',
+              headers={"Content-Type": "application/json"})
+    wait_for_lines(proc, "/score/body-probe", 1)
+    assert "BODY-MARKER-77" not in proc.output()
+
+
+def test_client_disconnect_mid_request_logs_no_traceback(logging_server):
+    proc = logging_server
+    for i in range(20):
+        proc.call("POST", f"/score/disc{i}", {"score": i})
+    s = socket.create_connection(("127.0.0.1", proc.port))
+    s.sendall(b"POST /score/gone HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"sc")
+    s.close()
+    for _ in range(5):  # ask and hang up before reading, with a reset
+        s = socket.create_connection(("127.0.0.1", proc.port))
+        s.sendall(b"GET /scores HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    time.sleep(0.5)
+    assert proc.call("GET", "/health-check").status == 200
+    out = proc.output()
+    for bad in ("Traceback", "BrokenPipe", "ConnectionResetError", "Exception occurred"):
+        assert bad not in out, out[-2000:]
+
+
+# ==========================================================================
+# Game API: users and tokens
+# ==========================================================================
+
+def test_create_user_answers_201_with_token_and_expiry(live):
+    before = time.time()
+    reply = live.post("/create/alice")
+    assert reply.status == 201, reply
+    body = reply.json()
+    assert set(body) - {"id"} == {"token", "user", "expires_at"}
+    assert body["user"] == "alice"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", body["token"]), body["token"]
+    assert before + 3600 - 5 <= body["expires_at"] <= time.time() + 3600 + 5
+
+
+def test_same_name_twice_is_two_users(live):
+    first, second = live.create("twin"), live.create("twin")
+    assert first != second
+    live.ok("POST", "/start", first, game_id="random")
+    binary_search_game(live, first)
+    assert metrics(live, second) == {"user": "twin", "games": {}}
+    twins = [u for u in all_users(live) if u.get("user", u.get("name")) == "twin"]
+    assert len(twins) == 2
+    ids = [u.get("id") for u in twins]
+    assert ids[0] and ids[1] and ids[0] != ids[1]
+    assert sorted(u["games"].get("random", {}).get("win", 0) for u in twins) == [0, 1]
+
+
+@pytest.mark.parametrize("name", ["bad\x00name", "n" * 33, "   "], ids=["Cc", "33-chars", "blank"])
+def test_create_refuses_bad_usernames(shared, name):
+    assert_json_error(shared.post(name_path(name, "/create/")), 400)
+
+
+def test_create_refuses_invalid_utf8(live):
+    assert_json_error(live.post("/create/%FF"), 400)
+
+
+def test_games_lists_the_built_in_games(live):
+    reply = live.get("/games")
+    assert reply.status == 200
+    games = reply.json()
+    assert isinstance(games, list)
+    ids = [g["id"] for g in games]
+    for builtin in ("random", "tictactoe", "nim"):
+        assert builtin in ids
+    for game in games:
+        assert set(game) >= {"id", "name", "description", "moves"}
+        for key in ("name", "description", "moves"):
+            assert isinstance(game[key], str) and game[key].strip(), game
+
+
+def test_start_answers_game_state_and_zero_stats(live):
+    token = live.create()
+    body = live.ok("POST", "/start", token, game_id="random")
+    assert set(body) >= {"game_id", "state", "stats"}
+    assert body["game_id"] == "random"
+    assert isinstance(body["state"], dict)
+    assert body["stats"] == {"win": 0, "lose": 0, "total": 0}
+
+
+def test_status_answers_state_with_null_outcome(live):
+    token = live.create()
+    started = live.ok("POST", "/start", token, game_id="random")
+    status = live.ok("GET", "/status", token, game_id="random")
+    assert status == {"game_id": "random", "state": started["state"], "outcome": None,
+                      "stats": {"win": 0, "lose": 0, "total": 0}}
+
+
+TOKEN_WAYS = ["bearer", "query-token", "query-user_token", "form-token", "form-user_token",
+              "json-token", "json-user_token"]
+
+
+def call_with_token(live, way, method, path, token, **params):
+    """Send params with the token passed `way` ("bearer" or WHERE-KEY); a GET carries them in the query."""
+    headers = {}
+    if way == "bearer":
+        headers["Authorization"] = f"Bearer {token}"
+        where = "json"
+    else:
+        where, key = way.split("-", 1)
+        params = {key: token, **params}
+    if where == "query" or method == "GET":
+        return live.call(method, path + "?" + urlencode(params), headers=headers)
+    if where == "form":
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return live.call(method, path, urlencode(params), headers=headers)
+    return live.call(method, path, params, headers=headers)
+
+
+@pytest.mark.parametrize("way", TOKEN_WAYS)
+def test_token_is_accepted_every_documented_way(live, way):
+    token = live.create()
+    started = call_with_token(live, way, "POST", "/start", token, game_id="random")
+    assert started.status == 200, started
+    moved = call_with_token(live, way, "POST", "/move", token, game_id="random", move="50")
+    assert moved.status == 200, moved
+    status = call_with_token(live, way, "GET", "/status", token, game_id="random")
+    assert status.status == 200, status
+    if moved.json()["outcome"] is None:   # (a lucky 50 wins and starts a fresh game)
+        assert status.json()["state"] == moved.json()["state"]
+    counted = call_with_token(live, way, "GET", "/metrics", token)
+    assert counted.status == 200, counted
+    assert counted.json()["user"] == "bot"
+
+
+def test_parameters_are_read_from_a_form_body(live):
+    token = live.create()
+    reply = live.call("POST", "/start", urlencode({"game_id": "random"}),
+                      headers={"Authorization": f"Bearer {token}",
+                               "Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200 and reply.json()["game_id"] == "random"
+
+
+def test_parameters_are_read_from_the_query_string_of_a_post(live):
+    token = live.create()
+    reply = live.call("POST", "/start?game_id=random", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status == 200 and reply.json()["game_id"] == "random"
+
+
+# ==========================================================================
+# Game API: playing `random`
+# ==========================================================================
+
+def guesses_left(state):
+    """The state's count of guesses left (the issue says the state shows it)."""
+    counts = [v for k, v in state.items() if "left" in k.lower() and isinstance(v, int)]
+    assert len(counts) == 1, state
+    return counts[0]
+
+
+def binary_search_game(live, token):
+    """Play one `random` game by binary search; returns (outcome, guesses, last answer)."""
+    low, high = 1, 100
+    for guess_count in range(1, 8):
+        guess = (low + high) // 2
+        body = live.ok("POST", "/move", token, game_id="random", move=guess)
+        if body["outcome"] is not None:
+            return body["outcome"], guess_count, body
+        if body["state"]["hint"] == "higher":
+            low = guess + 1
+        else:
+            assert body["state"]["hint"] == "lower", body
+            high = guess - 1
+    return None, 7, body
+
+
+def test_binary_search_always_wins_random(live):
+    token = live.create("searcher")
+    live.ok("POST", "/start", token, game_id="random")
+    for _ in range(25):   # the game restarts by itself after each win
+        outcome, guesses, body = binary_search_game(live, token)
+        assert outcome == "win", body
+        assert guesses <= 7
+    assert metrics(live, token) == {
+        "user": "searcher", "games": {"random": {"win": 25, "lose": 0, "total": 25}}}
+
+
+def test_random_hints_say_where_the_secret_is(live):
+    token = live.create()
+    fresh = live.ok("POST", "/start", token, game_id="random")["state"]
+    assert guesses_left(fresh) == 7
+    low = live.ok("POST", "/move", token, game_id="random", move=1)
+    if low["outcome"] is None:            # the secret is above 1
+        assert low["state"]["hint"] == "higher"
+        assert guesses_left(low["state"]) == 6
+        high = live.ok("POST", "/move", token, game_id="random", move=100)
+        if high["outcome"] is None:       # and below 100
+            assert high["state"]["hint"] == "lower"
+            assert guesses_left(high["state"]) == 5
+
+
+def stubborn_game(live, token):
+    """Guess 50, then only numbers on the wrong side of it; returns the last answer."""
+    body = live.ok("POST", "/move", token, game_id="random", move=50)
+    if body["outcome"] is not None:
+        return body
+    wrong = iter(range(1, 50)) if body["state"]["hint"] == "higher" else iter(range(100, 50, -1))
+    while body["outcome"] is None:
+        body = live.ok("POST", "/move", token, game_id="random", move=next(wrong))
+    return body
+
+
+def test_stubborn_guesses_lose_random_after_seven_guesses(live):
+    token = live.create("stubborn")
+    live.ok("POST", "/start", token, game_id="random")
+    outcomes = []
+    for _ in range(6):
+        body = stubborn_game(live, token)
+        outcomes.append(body["outcome"])
+        if body["outcome"] == "win":          # only when the secret was 50, the first guess
+            assert guesses_left(body["state"]) == 6, body
+        else:
+            assert body["outcome"] == "lose" and guesses_left(body["state"]) == 0, body
+    assert "lose" in outcomes
+    assert metrics(live, token)["games"]["random"] == {
+        "win": outcomes.count("win"), "lose": outcomes.count("lose"), "total": 6}
+
+
+def test_finished_game_shows_final_state_then_restarts(live):
+    token = live.create()
+    fresh = live.ok("POST", "/start", token, game_id="random")["state"]
+    body = stubborn_game(live, token)
+    while body["outcome"] != "lose":
+        body = stubborn_game(live, token)
+    assert body["stats"]["lose"] >= 1
+    assert body["state"] != fresh
+    assert guesses_left(body["state"]) == 0
+    status = live.ok("GET", "/status", token, game_id="random")
+    assert status["outcome"] is None
+    assert status["state"] == fresh
+
+
+def test_losing_final_state_reveals_the_secret(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="random")
+    fresh = live.ok("GET", "/status", token, game_id="random")["state"]
+    body = stubborn_game(live, token)
+    while body["outcome"] != "lose":
+        body = stubborn_game(live, token)
+    revealed = {k: v for k, v in body["state"].items() if k not in fresh}
+    assert len(revealed) == 1, body["state"]
+    secret = next(iter(revealed.values()))
+    assert isinstance(secret, int) and 1 <= secret <= 100
+    assert guesses_left(body["state"]) == 0
+    # every guess after the first (50) was on the wrong side, so the last hint points from 50
+    if body["state"]["hint"] == "higher":
+        assert secret > 50
+    else:
+        assert body["state"]["hint"] == "lower" and secret < 50
+
+
+# ==========================================================================
+# Game API: tic-tac-toe and the third game
+# ==========================================================================
+
+LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
+
+
+def ttt_cells(state):
+    """The board as 9 entries: a mark string or None for a free cell."""
+    board = state["board"]
+    if isinstance(board, str):
+        board = [c for c in board if c not in "|\n/"]
+    if isinstance(board[0], list):
+        board = [c for row in board for c in row]
+    assert len(board) == 9, state
+    return [c if c not in (None, "", " ", ".", "-", "_", 0) else None for c in board]
+
+
+def ttt_choose(cells, me, smart):
+    free = [i for i in range(9) if cells[i] is None]
+    if not smart:
+        return free[0]
+    them = {c for c in cells if c is not None and c != me}
+    for mark in ([me] if me else []) + list(them):
+        for line in LINES:
+            marks = [cells[i] for i in line]
+            if marks.count(mark) == 2 and marks.count(None) == 1:
+                return line[marks.index(None)]
+    for i in (4, 0, 2, 6, 8, 1, 3, 5, 7):
+        if i in free:
+            return i
+
+
+def ttt_game(live, token, smart):
+    """Play one tic-tac-toe game; returns the final answer."""
+    state = live.ok("GET", "/status", token, game_id="tictactoe")["state"]
+    me = None
+    while True:
+        cells = ttt_cells(state)
+        cell = ttt_choose(cells, me, smart)
+        body = live.ok("POST", "/move", token, game_id="tictactoe", move=cell)
+        if me is None:
+            me = ttt_cells(body["state"])[cell]
+        if body["outcome"] is not None:
+            return body
+        state = body["state"]
+
+
+def play_ttt_until(live, token, smart, wanted, limit):
+    seen = []
+    for _ in range(limit):
+        body = ttt_game(live, token, smart)
+        seen.append(body["outcome"])
+        if body["outcome"] == wanted:
+            return body, seen
+    pytest.fail(f"no {wanted} in {limit} games: {seen}")
+
+
+def test_tictactoe_can_be_won_against_a_blundering_server(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    body, seen = play_ttt_until(live, token, smart=True, wanted="win", limit=300)
+    assert body["stats"]["win"] == 1
+    assert body["stats"]["total"] == len(seen)
+
+
+def test_tictactoe_is_lost_by_a_careless_player(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    body, seen = play_ttt_until(live, token, smart=False, wanted="lose", limit=50)
+    assert body["stats"]["lose"] == 1
+    assert body["stats"]["total"] == len(seen)
+
+
+def test_tictactoe_draw_counts_in_total_only(live):
+    """A full board with no line: outcome "draw", counted in total but neither in win nor lose."""
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    body, seen = play_ttt_until(live, token, smart=True, wanted="draw", limit=100)
+    assert body["outcome"] == "draw"
+    assert all(c is not None for c in ttt_cells(body["state"]))
+    stats = body["stats"]
+    assert stats == {"win": seen.count("win"), "lose": seen.count("lose"), "total": len(seen)}
+    assert stats["win"] + stats["lose"] == stats["total"] - 1
+    status = live.ok("GET", "/status", token, game_id="tictactoe")
+    assert all(c is None for c in ttt_cells(status["state"]))
+
+
+def test_tictactoe_describes_how_strong_the_server_is(live):
+    game = game_info(live, "tictactoe")
+    text = (game["description"] + " " + game["moves"]).lower()
+    assert re.search(r"\d+ ?%|blunder|mistake|strong|perfect|sometimes", text), game
+
+
+@pytest.mark.parametrize("move", [9, "9", -1, "x", 4.5, [4], True, "4.5"])
+def test_illegal_tictactoe_move_is_400_and_leaves_state_unchanged(live, move):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    before = live.ok("GET", "/status", token, game_id="tictactoe")
+    message = assert_json_error(live.api("POST", "/move", token, game_id="tictactoe", move=move), 400)
+    assert "0" in message and "8" in message, message
+    assert live.ok("GET", "/status", token, game_id="tictactoe") == before
+
+
+def test_occupied_tictactoe_cell_is_400_and_leaves_state_unchanged(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    body = live.ok("POST", "/move", token, game_id="tictactoe", move=4)
+    cells = ttt_cells(body["state"])
+    taken = [i for i in range(9) if cells[i] is not None]
+    before = live.ok("GET", "/status", token, game_id="tictactoe")
+    for cell in taken:
+        assert_json_error(live.api("POST", "/move", token, game_id="tictactoe", move=cell), 400)
+    assert live.ok("GET", "/status", token, game_id="tictactoe") == before
+
+
+@pytest.mark.parametrize("move", [0, "0", 101, "abc", 50.5, "50.5", True, [50], {"guess": 50}])
+def test_illegal_random_guess_is_400_and_leaves_state_unchanged(live, move):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="random")
+    live.ok("POST", "/move", token, game_id="random", move=50)
+    before = live.ok("GET", "/status", token, game_id="random")
+    message = assert_json_error(live.api("POST", "/move", token, game_id="random", move=move), 400)
+    assert "1" in message and "100" in message, message
+    assert live.ok("GET", "/status", token, game_id="random") == before
+
+
+def game_info(live, game_id):
+    return next(g for g in live.get("/games").json() if g["id"] == game_id)
+
+
+def test_nim_is_offered_with_rules_and_a_move_example(live):
+    game = game_info(live, "nim")
+    assert "heap" in game["description"].lower()
+    assert re.search(r"move=\d+:\d+", game["moves"]), game
+
+
+def nim_xor_move(heaps):
+    """Keep the XOR of the heaps at zero; with no such move, take one stone."""
+    total = 0
+    for size in heaps:
+        total ^= size
+    for heap, size in enumerate(heaps):
+        if total and size ^ total < size:
+            return heap, size - (size ^ total)
+    return nim_careless_move(heaps)
+
+
+def nim_careless_move(heaps):
+    """One stone from the first heap that has any."""
+    return next(heap for heap, size in enumerate(heaps) if size), 1
+
+
+def play_nim(live, token, strategy):
+    state = live.ok("GET", "/status", token, game_id="nim")["state"]
+    for _ in range(50):
+        heap, take = strategy(state["heaps"])
+        body = live.ok("POST", "/move", token, game_id="nim", move=f"{heap}:{take}")
+        if body["outcome"] is not None:
+            return body
+        state = body["state"]
+        assert sum(state["heaps"]) > 0
+    pytest.fail(f"a nim game did not end: {state}")
+
+
+def test_nim_keeping_the_xor_at_zero_always_wins(live):
+    token = live.create("nimble")
+    live.ok("POST", "/start", token, game_id="nim")
+    for _ in range(10):
+        body = play_nim(live, token, nim_xor_move)
+        assert body["outcome"] == "win", body
+        assert sum(body["state"]["heaps"]) == 0
+    assert metrics(live, token)["games"] == {"nim": {"win": 10, "lose": 0, "total": 10}}
+
+
+def test_nim_careless_play_loses(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="nim")
+    outcomes = []
+    while "lose" not in outcomes and len(outcomes) < 20:
+        outcomes.append(play_nim(live, token, nim_careless_move)["outcome"])
+    assert outcomes[-1] == "lose", outcomes
+    assert metrics(live, token)["games"]["nim"] == {
+        "win": outcomes.count("win"), "lose": 1, "total": len(outcomes)}
+
+
+def test_nim_accepts_a_json_move_object(live):
+    token = live.create()
+    heaps = live.ok("POST", "/start", token, game_id="nim")["state"]["heaps"]
+    heap, take = nim_xor_move(heaps)
+    body = live.ok("POST", "/move", token, game_id="nim", move={"heap": heap, "take": take})
+    assert sum(body["state"]["heaps"]) < sum(heaps)
+
+
+@pytest.mark.parametrize("move", ["3:1", "0:0", "0:99", "x", "1", {"heap": 0}, True])
+def test_illegal_nim_move_is_400_and_leaves_state_unchanged(live, move):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="nim")
+    before = live.ok("GET", "/status", token, game_id="nim")
+    assert_json_error(live.api("POST", "/move", token, game_id="nim", move=move), 400)
+    assert live.ok("GET", "/status", token, game_id="nim") == before
+
+
+# ==========================================================================
+# Game API: error codes
+# ==========================================================================
+
+def test_start_without_game_id_is_400(live):
+    token = live.create()
+    message = assert_json_error(live.api("POST", "/start", token), 400)
+    assert "game_id" in message
+
+
+def test_move_without_move_is_400(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="random")
+    message = assert_json_error(live.api("POST", "/move", token, game_id="random"), 400)
+    assert "move" in message
+
+
+def test_missing_move_message_suggests_a_legal_move_for_that_game(live):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    message = assert_json_error(live.api("POST", "/move", token, game_id="tictactoe"), 400)
+    examples = [int(n) for n in re.findall(r"move=(\d+)", message)]
+    assert all(0 <= n <= 8 for n in examples), message
+
+
+def test_status_without_game_id_is_400(live):
+    token = live.create()
+    assert_json_error(live.api("GET", "/status", token), 400)
+
+
+def test_no_token_at_all_is_refused(live):
+    assert_json_error(live.api("POST", "/start", None, game_id="random"), (400, 401))
+    assert_json_error(live.api("GET", "/metrics", None), (400, 401))
+
+
+def test_unknown_token_is_401(live):
+    live.create()
+    fake = "x" * 43
+    for method, path, params in (("POST", "/start", {"game_id": "random"}),
+                                 ("POST", "/move", {"game_id": "random", "move": 5}),
+                                 ("GET", "/status", {"game_id": "random"}),
+                                 ("GET", "/metrics", {})):
+        assert_json_error(live.api(method, path, fake, **params), 401)
+
+
+def test_unknown_game_is_404(live):
+    token = live.create()
+    assert_json_error(live.api("POST", "/start", token, game_id="chess"), 404)
+    assert_json_error(live.api("GET", "/status", token, game_id="chess"), 404)
+    assert_json_error(live.api("POST", "/move", token, game_id="chess", move=1), 404)
+
+
+def test_move_before_start_is_409(live):
+    token = live.create()
+    assert_json_error(live.api("POST", "/move", token, game_id="random", move=50), 409)
+
+
+@pytest.fixture(scope="module")
+def expired_user(srvmod, tmp_path_factory):
+    """A server with token_ttl=1 and a user who won one game, then expired."""
+    live = Live(srvmod, tmp_path_factory.mktemp("ttl") / "data", token_ttl=1)
+    try:
+        reply = live.post("/create/ghost")
+        assert reply.status == 201
+        token, expires_at = reply.json()["token"], reply.json()["expires_at"]
+        assert expires_at <= time.time() + 2
+        live.ok("POST", "/start", token, game_id="random")
+        outcome, _, _ = binary_search_game(live, token)
+        assert outcome == "win"
+        while time.time() < expires_at + 1.05:
+            time.sleep(0.05)
+        yield live, token
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize("method,path,params", [
+    ("POST", "/start", {"game_id": "random"}),
+    ("POST", "/move", {"game_id": "random", "move": 50}),
+    ("GET", "/status", {"game_id": "random"}),
+], ids=["start", "move", "status"])
+def test_expired_token_is_401_saying_expired_and_how_to_renew(expired_user, method, path, params):
+    live, token = expired_user
+    message = assert_json_error(live.api(method, path, token, **params), 401)
+    assert "expired" in message.lower()
+    assert "/create" in message
+
+
+def test_metrics_still_answer_for_an_expired_token(expired_user):
+    live, token = expired_user
+    assert metrics(live, token) == {
+        "user": "ghost", "games": {"random": {"win": 1, "lose": 0, "total": 1}}}
+
+
+# ==========================================================================
+# Game API: metrics, restart, kill -9, concurrency, full disk
+# ==========================================================================
+
+def metrics(live, token):
+    """GET /metrics for token, without the public id the server may add beside user and games."""
+    body = live.ok("GET", "/metrics", token)
+    body.pop("id", None)
+    return body
+
+
+def all_users(live):
+    """The entries of /allmetrics: one dict per user, with its games."""
+    reply = live.get("/allmetrics")
+    assert reply.status == 200, reply
+    body = reply.json()
+    if isinstance(body, dict) and "users" in body:
+        body = body["users"]
+    if isinstance(body, dict):
+        body = [dict(v, id=k) if isinstance(v, dict) and "id" not in v else v for k, v in body.items()]
+    assert isinstance(body, list), body
+    return body
+
+
+def test_allmetrics_lists_every_user_with_their_games(live):
+    a, b = live.create("amy"), live.create("bob")
+    live.ok("POST", "/start", a, game_id="random")
+    binary_search_game(live, a)
+    users = all_users(live)
+    by_name = {u.get("user", u.get("name")): u for u in users}
+    assert set(by_name) == {"amy", "bob"}
+    assert by_name["amy"]["games"] == {"random": {"win": 1, "lose": 0, "total": 1}}
+    assert by_name["bob"]["games"] == {}
+    del b
+
+
+def test_restart_mid_game_keeps_the_exact_status(start, tmp_path):
+    first = start()
+    token = first.create("resumer")
+    first.ok("POST", "/start", token, game_id="tictactoe")
+    first.ok("POST", "/move", token, game_id="tictactoe", move=4)
+    before = first.ok("GET", "/status", token, game_id="tictactoe")
+    metrics = first.ok("GET", "/metrics", token)
+    first.close()
+    second = start(tmp_path / "data")
+    assert second.ok("GET", "/status", token, game_id="tictactoe") == before
+    assert second.ok("GET", "/metrics", token) == metrics
+
+
+def test_restart_mid_game_keeps_the_hidden_secret(start, tmp_path):
+    first = start()
+    token = first.create()
+    for _ in range(20):  # until three guesses leave the game open (a lucky hit wins early)
+        first.ok("POST", "/start", token, game_id="random")
+        low, high, used = 1, 100, 0
+        for _ in range(3):
+            guess = (low + high) // 2
+            body = first.ok("POST", "/move", token, game_id="random", move=guess)
+            used += 1
+            if body["outcome"] is not None:
+                break
+            low, high = (guess + 1, high) if body["state"]["hint"] == "higher" else (low, guess - 1)
+        if body["outcome"] is None:
+            break
+    assert body["outcome"] is None
+    first.close()
+    second = start(tmp_path / "data")
+    while True:
+        guess = (low + high) // 2
+        body = second.ok("POST", "/move", token, game_id="random", move=guess)
+        used += 1
+        if body["outcome"] is not None:
+            break
+        low, high = (guess + 1, high) if body["state"]["hint"] == "higher" else (low, guess - 1)
+    assert body["outcome"] == "win" and used <= 7
+
+
+def test_acknowledged_move_survives_kill_9(spawn, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data)
+    token = proc.call("POST", "/create/survivor").json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert proc.call("POST", "/start", {"game_id": "tictactoe"}, auth).status == 200
+    moved = proc.call("POST", "/move", {"game_id": "tictactoe", "move": 4}, auth)
+    assert moved.status == 200
+    proc.kill9()
+    again = spawn(data)
+    status = again.call("GET", "/status?game_id=tictactoe", headers=auth)
+    assert status.status == 200, status
+    assert status.json()["state"] == moved.json()["state"]
+
+
+def test_thirty_two_concurrent_bots_end_with_exact_metrics(live):
+    tokens = [live.create(f"bot{i}") for i in range(32)]
+    failures = []
+
+    def bot(token):
+        try:
+            live.ok("POST", "/start", token, game_id="random")
+            for _ in range(3):
+                outcome, _, body = binary_search_game(live, token)
+                if outcome != "win":
+                    failures.append(body)
+        except AssertionError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=bot, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    for i, token in enumerate(tokens):
+        assert metrics(live, token) == {
+            "user": f"bot{i}", "games": {"random": {"win": 3, "lose": 0, "total": 3}}}
+
+
+def test_thirty_two_bots_on_one_user_and_game_are_serialised(live):
+    token = live.create("shared")
+    live.ok("POST", "/start", token, game_id="random")
+    outcomes, statuses = [], []
+
+    def bot(seed):
+        rng = random.Random(seed)
+        for _ in range(10):
+            reply = live.api("POST", "/move", token, game_id="random", move=rng.randint(1, 100))
+            statuses.append(reply.status)
+            if reply.status == 200 and reply.json()["outcome"] is not None:
+                outcomes.append(reply.json()["outcome"])
+
+    threads = [threading.Thread(target=bot, args=(seed,)) for seed in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert set(statuses) <= {200, 400}, set(statuses)
+    assert statuses.count(200) > 0
+    stats = live.ok("GET", "/metrics", token)["games"]["random"]
+    assert stats == {"win": outcomes.count("win"), "lose": outcomes.count("lose"), "total": len(outcomes)}
+
+
+def test_move_on_a_full_disk_is_503_and_leaves_state_unchanged(live, full_disk):
+    token = live.create()
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    before = live.ok("GET", "/status", token, game_id="tictactoe")
+    full_disk(True)
+    assert_json_error(live.api("POST", "/move", token, game_id="tictactoe", move=4), 503)
+    assert live.ok("GET", "/status", token, game_id="tictactoe") == before
+
+
+def test_create_on_a_full_disk_is_503_and_creates_no_user(live, full_disk):
+    full_disk(True)
+    reply = live.post("/create/nodisk")
+    assert_json_error(reply, 503)
+    full_disk(False)
+    assert all_users(live) == []
+
+
+# ==========================================================================
+# Game API: tokens never leak
+# ==========================================================================
+
+def test_token_never_appears_in_allmetrics_log_or_data(spawn, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data, quiet=False)
+    token = proc.call("POST", "/create/leaky").json()["token"]
+    prefix = token[:8]
+    proc.call("POST", "/start", {"game_id": "random"}, {"Authorization": f"Bearer {token}"})
+    proc.call("POST", f"/move?token={token}&game_id=random&move=50")
+    proc.call("GET", f"/status?user_token={token}&game_id=random")
+    proc.call("GET", "/metrics", urlencode({"token": token}).encode(),
+              {"Content-Type": "application/x-www-form-urlencoded"})
+    proc.call("GET", f"/metrics?token={token}")
+    allmetrics = proc.call("GET", "/allmetrics").body.decode()
+    assert token not in allmetrics and prefix not in allmetrics
+    journal_text = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
+    assert token.encode() not in journal_text and prefix.encode() not in journal_text
+    proc.p.send_signal(signal.SIGTERM)
+    proc.p.wait(5)
+    log = proc.output()
+    assert "/move" in log, "the access log should still log the request"
+    assert token not in log and prefix not in log
+    for path in data.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert token.encode() not in content and prefix.encode() not in content, path
+
+
+def test_stored_token_is_only_its_sha256(start, tmp_path):
+    live = start()
+    token = live.create("hashed")
+    live.close()
+    text = "".join(p.read_text() for p in (tmp_path / "data").glob("*") if p.is_file())
+    digest = hashlib.sha256(token.encode()).digest()
+    encodings = (digest.hex(), base64.b64encode(digest).decode(), base64.urlsafe_b64encode(digest).decode(),
+                 base64.urlsafe_b64encode(digest).decode().rstrip("="))
+    assert any(e in text for e in encodings), "the token's SHA-256 is not in the data files"
+
+
+def test_token_still_works_after_restart(start, tmp_path):
+    first = start()
+    token = first.create("returning")
+    first.close()
+    second = start(tmp_path / "data")
+    assert second.api("POST", "/start", token, game_id="random").status == 200
+
+
+# ==========================================================================
+# Plugins
+# ==========================================================================
+
+ORACLE_PLUGIN = '''
+"""A test game whose move names the outcome."""
+from server import IllegalMove
+
+
+class Oracle:
+    id = "oracle"
+    name = "Oracle"
+    description = "Say win, lose or draw to end the game, step to count, boom to crash."
+    moves = "one of step, win, lose, draw, boom; for example move=step"
+
+    def new_state(self, rng):
+        return {"secret": "hidden-%d" % rng.randrange(10 ** 6, 10 ** 7), "steps": 0, "last": None}
+
+    def play(self, state, move, rng):
+        state["steps"] += 1      # in place on purpose: a failed move must not keep this
+        state["last"] = move
+        if move == "boom":
+            raise RuntimeError("the plugin broke")
+        if move in ("win", "lose", "draw"):
+            return state, move
+        if move == "step" or not isinstance(move, str):
+            return state, None
+        raise IllegalMove("move must be step, win, lose, draw or boom")
+
+    def view(self, state, final=False):
+        shown = {"steps": state["steps"], "last": state["last"]}
+        if final:
+            shown["secret"] = state["secret"]
+        return shown
+
+
+class NotAGame:
+    """No id: not offered."""
+'''
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    path = tmp_path / "oracle_games.py"
+    path.write_text(ORACLE_PLUGIN)
+    return path
+
+
+@pytest.fixture
+def oracle(start, plugin_file):
+    live = start(games_file=str(plugin_file))
+    token = live.create("seer")
+    live.ok("POST", "/start", token, game_id="oracle")
+    return live, token
+
+
+def test_plugin_game_is_offered_beside_the_built_ins(oracle):
+    live, _ = oracle
+    games = {g["id"]: g for g in live.get("/games").json()}
+    assert {"random", "tictactoe", "nim", "oracle"} <= set(games)
+    assert games["oracle"]["name"] == "Oracle"
+    assert games["oracle"]["description"].startswith("Say win, lose or draw")
+    assert games["oracle"]["moves"].startswith("one of step")
+
+
+def test_plugin_state_is_shown_through_its_view(oracle):
+    live, token = oracle
+    status = live.api("GET", "/status", token, game_id="oracle")
+    assert status.json()["state"] == {"steps": 0, "last": None}
+    assert b"hidden-" not in status.body
+
+
+def test_plugin_win_reveals_the_final_state_and_counts(oracle):
+    live, token = oracle
+    live.ok("POST", "/move", token, game_id="oracle", move="step")
+    body = live.ok("POST", "/move", token, game_id="oracle", move="win")
+    assert body["outcome"] == "win"
+    assert body["state"]["steps"] == 2 and body["state"]["secret"].startswith("hidden-")
+    assert body["stats"] == {"win": 1, "lose": 0, "total": 1}
+    assert live.ok("GET", "/status", token, game_id="oracle")["state"] == {"steps": 0, "last": None}
+
+
+def test_plugin_draw_counts_in_total_only(oracle):
+    live, token = oracle
+    body = live.ok("POST", "/move", token, game_id="oracle", move="draw")
+    assert body["outcome"] == "draw"
+    assert body["stats"] == {"win": 0, "lose": 0, "total": 1}
+    live.ok("POST", "/move", token, game_id="oracle", move="lose")
+    assert live.ok("GET", "/metrics", token)["games"]["oracle"] == {"win": 0, "lose": 1, "total": 2}
+
+
+def test_plugin_receives_the_move_as_sent(oracle):
+    live, token = oracle
+    body = live.ok("POST", "/move", token, game_id="oracle", move=[1, {"a": 2}])
+    assert body["state"]["last"] == [1, {"a": 2}]
+    reply = live.call("POST", f"/move?game_id=oracle&move=step&token={token}")
+    assert reply.status == 200 and reply.json()["state"]["last"] == "step"
+
+
+def test_plugin_illegal_move_is_400_with_its_message_and_state_unchanged(oracle):
+    live, token = oracle
+    live.ok("POST", "/move", token, game_id="oracle", move="step")
+    before = live.ok("GET", "/status", token, game_id="oracle")
+    message = assert_json_error(live.api("POST", "/move", token, game_id="oracle", move="fly"), 400)
+    assert "move must be step, win, lose, draw or boom" in message
+    assert live.ok("GET", "/status", token, game_id="oracle") == before
+
+
+def test_plugin_that_raises_during_a_move_is_500_and_state_unchanged(oracle):
+    live, token = oracle
+    live.ok("POST", "/move", token, game_id="oracle", move="step")
+    before = live.ok("GET", "/status", token, game_id="oracle")
+    assert_json_error(live.api("POST", "/move", token, game_id="oracle", move="boom"), 500)
+    assert live.ok("GET", "/status", token, game_id="oracle") == before
+    body = live.ok("POST", "/move", token, game_id="oracle", move="step")
+    assert body["state"]["steps"] == 2
+    assert live.get("/health-check").status == 200
+
+
+def test_plugin_loaded_from_the_command_line_keeps_illegal_moves_at_400(spawn, tmp_path, plugin_file):
+    proc = spawn(tmp_path / "data", "--games", plugin_file)
+    assert "oracle" in [g["id"] for g in proc.call("GET", "/games").json()]
+    token = proc.call("POST", "/create/cli").json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert proc.call("POST", "/start", {"game_id": "oracle"}, auth).status == 200
+    assert_json_error(proc.call("POST", "/move", {"game_id": "oracle", "move": "fly"}, auth), 400)
+    body = proc.call("POST", "/move", {"game_id": "oracle", "move": "win"}, auth).json()
+    assert body["outcome"] == "win"
+
+
+BAD_PLUGINS = [
+    pytest.param("import not_a_module_anywhere_42\n", "No module", id="import-error"),
+    pytest.param("def broken(:\n", "", id="syntax-error"),
+    pytest.param("raise RuntimeError('plugin exploded at import')\n", "exploded", id="raises-at-import"),
+    pytest.param(ORACLE_PLUGIN.replace("    def view(", "    def _hidden_view("), "view",
+                 id="missing-view"),
+    pytest.param(ORACLE_PLUGIN.replace("    def play(", "    def _hidden_play("), "play",
+                 id="missing-play"),
+]
+
+
+@pytest.mark.parametrize("source,problem", BAD_PLUGINS)
+def test_bad_plugin_file_stops_startup_with_a_clear_message(tmp_path, source, problem):
+    path = tmp_path / "bad_games.py"
+    path.write_text(source)
+    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+                        "--data", tmp_path / "data", "--quiet", "--games", path)
+    line = assert_one_line_startup_error(result, "bad_games.py")
+    assert problem in line
+
+
+def test_missing_plugin_file_stops_startup(tmp_path):
+    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+                        "--data", tmp_path / "data", "--quiet", "--games", tmp_path / "nowhere.py")
+    assert_one_line_startup_error(result, "nowhere.py")
+
+
+def test_bad_plugin_raises_startup_error_in_process(srvmod, tmp_path):
+    path = tmp_path / "bad_games.py"
+    path.write_text(ORACLE_PLUGIN.replace("    def new_state(", "    def _hidden_new_state("))
+    with pytest.raises(srvmod.StartupError) as refused:
+        srvmod.make_server(host="127.0.0.1", port=0, data_dir=str(tmp_path / "data"),
+                           quiet=True, games_file=str(path))
+    assert "bad_games.py" in str(refused.value)
+
+
+# ==========================================================================
+# Extra endpoints from CONTRACT.md: /players and /events
+# ==========================================================================
+
+def test_players_lists_each_player_best_first_with_rank(live):
+    live.post_score("amy", 500)
+    live.post_score("amy", 400)
+    live.post_score("bob", 450)
+    live.post_score("cy", 100)
+    reply = live.get("/players")
+    assert reply.status == 200
+    assert reply.json() == [
+        {"name": "amy", "best": 500, "rank": 1},
+        {"name": "bob", "best": 450, "rank": 2},
+        {"name": "cy", "best": 100, "rank": 4},
+    ]
+
+
+def test_players_filters_by_name_and_pages(live):
+    for name, score in (("Amy", 5), ("bob", 4), ("mary", 3), ("cy", 2)):
+        live.post_score(name, score)
+    assert [p["name"] for p in live.get("/players?q=AM").json()] == ["Amy"]
+    assert [p["name"] for p in live.get("/players?q=y").json()] == ["Amy", "mary", "cy"]
+    assert [p["name"] for p in live.get("/players?limit=2&offset=1").json()] == ["bob", "mary"]
+
+
+def read_event(conn):
+    """Read one SSE event block (up to a blank line) from a RawConnection."""
+    while b"\n\n" not in conn.buf:
+        conn._fill()
+    block, conn.buf = conn.buf.split(b"\n\n", 1)
+    return block.decode()
+
+
+def test_events_stream_announces_leaderboard_changes(live):
+    conn = RawConnection(live.port, timeout=5)
+    try:
+        conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"\r\n\r\n" not in conn.buf:
+            conn._fill()
+        head, conn.buf = conn.buf.split(b"\r\n\r\n", 1)
+        assert b" 200 " in head.split(b"\r\n")[0]
+        assert b"text/event-stream" in head
+        blocks = [read_event(conn)]
+        while "event: scores" not in blocks[-1]:
+            blocks.append(read_event(conn))
+        assert "retry: 3000" in "\n".join(blocks)
+        first = json.loads(re.search(r"^data: (.*)$", blocks[-1], re.M).group(1))
+        live.post_score("eventful", 1)
+        block = read_event(conn)
+        while "event: scores" not in block:
+            block = read_event(conn)
+        second = json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))
+        assert second["version"] > first["version"]
+    finally:
+        conn.close()
+
+
+def test_event_subscribers_beyond_the_cap_get_a_json_503(srvmod, live, monkeypatch):
+    monkeypatch.setattr(srvmod, "MAX_SUBSCRIBERS", 2)
+    streams = [RawConnection(live.port) for _ in range(2)]
+    try:
+        for stream in streams:
+            stream.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            stream._fill()
+        assert_json_error(live.get("/events"), 503)
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_open_event_stream_does_not_delay_shutdown(live):
+    conn = RawConnection(live.port, timeout=5)
+    try:
+        conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_event(conn) if b"\r\n\r\n" in conn.buf else conn._fill()
+        started = time.monotonic()
+        live.close()
+        assert time.monotonic() - started < 2.0
+    finally:
+        conn.close()
