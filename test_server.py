@@ -2663,3 +2663,37 @@ def test_open_event_stream_does_not_delay_shutdown(live):
         assert time.monotonic() - started < 2.0
     finally:
         conn.close()
+
+
+# ----------------------------------------------------------------- the README's examples
+
+def readme_python_blocks():
+    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_bot_wins_guess_the_number(live, tmp_path):
+    bot = next(block for block in readme_python_blocks() if "binary" in block)
+    assert len(bot.strip().splitlines()) <= 20
+    script = tmp_path / "bot.py"
+    script.write_text(bot.replace("http://localhost:8080", f"http://127.0.0.1:{live.port}"))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("win {'win': 1, 'lose': 0, 'total': 1}")
+
+
+def test_readme_example_game_is_offered_and_plays_to_an_outcome(start, tmp_path):
+    example = next(block for block in readme_python_blocks() if "class RockPaperScissors" in block)
+    path = tmp_path / "rps.py"
+    path.write_text(example)
+    live = start(games_file=str(path))
+    assert "rps" in [game["id"] for game in live.get("/games").json()]
+    token = live.create("rps-player")
+    live.ok("POST", "/start", token, game_id="rps")
+    assert_json_error(live.api("POST", "/move", token, game_id="rps", move="lizard"), 400)
+    outcome = None
+    for _ in range(200):
+        outcome = live.ok("POST", "/move", token, game_id="rps", move="rock")["outcome"]
+        if outcome:
+            break
+    assert outcome in ("win", "lose")
+    assert live.ok("GET", "/metrics", token)["games"]["rps"]["total"] == 1
