@@ -1097,6 +1097,18 @@ def test_stalled_client_is_cut_off_after_the_request_deadline(srvmod, live, monk
     assert live.get("/health-check").status == 200
 
 
+def test_request_cut_off_by_the_deadline_is_not_acted_on(srvmod, live, monkeypatch):
+    # Headers that stop mid-way must not be taken for a whole request once cut off.
+    monkeypatch.setattr(srvmod, "REQUEST_DEADLINE_S", 1)
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"GET /health-check HTTP/1.1\r\nHost: x\r\n")
+        assert conn.closed_by_server(timeout=8)
+    finally:
+        conn.close()
+    assert b"200 OK" not in conn.buf
+
+
 def test_trickling_client_is_cut_off_after_the_request_deadline(srvmod, live, monkeypatch):
     monkeypatch.setattr(srvmod, "REQUEST_DEADLINE_S", 1)
     conn = RawConnection(live.port)
