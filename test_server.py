@@ -416,20 +416,13 @@ def test_health_check_answers_ok(live):
     assert reply.json() == {"status": "ok"}
 
 
-def test_home_page_is_the_game_page(live):
-    expected = page_bytes("dino.html")
-    reply = live.get("/")
+@pytest.mark.parametrize("path, page", [("/", "dino.html"), ("/user", "user.html")],
+                         ids=["home-is-the-game-page", "user-is-the-player-page"])
+def test_page_paths_serve_their_page(live, path, page):
+    reply = live.get(path)
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/html")
-    assert reply.body == expected
-
-
-def test_user_path_is_the_player_page(live):
-    expected = page_bytes("user.html")
-    reply = live.get("/user")
-    assert reply.status == 200
-    assert reply.headers["Content-Type"].startswith("text/html")
-    assert reply.body == expected
+    assert reply.body == page_bytes(page)
 
 
 def test_user_page_accepts_a_name_in_the_query(live):
