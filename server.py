@@ -45,6 +45,7 @@ except ImportError:  # Windows has no fcntl; the data directory is then not lock
     fcntl = None
 
 __version__ = "1.0"
+SERVER_NAME = f"DinoServer/{__version__}"  # the Server header
 
 
 # ---------------------------------------------------------------------------
@@ -1596,7 +1597,7 @@ def server_and_date():
     now = int(time.time())
     if _date_cache[0] != now:
         date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
-        _date_cache[:] = [now, f"Server: DinoServer/{__version__}\r\nDate: {date}\r\n".encode()]
+        _date_cache[:] = [now, f"Server: {SERVER_NAME}\r\nDate: {date}\r\n".encode()]
     return _date_cache[1]
 
 
@@ -1635,7 +1636,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     """Reads requests, hands them to the App, and writes each answer in one write."""
 
     protocol_version = "HTTP/1.1"       # keep-alive: a browser and a bot reuse one connection
-    server_version = f"DinoServer/{__version__}"
+    server_version = SERVER_NAME
     sys_version = ""                    # no need to advertise the Python version
     disable_nagle_algorithm = True      # each answer is one write; Nagle would only delay it
     timeout = None                      # blocking sockets; setup() sets the kernel's timeouts
