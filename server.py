@@ -1174,7 +1174,7 @@ def inline_hashes(html, tag):
 
 def page_security_headers(body):
     html = body.decode("utf-8")
-    policy = (f"default-src 'none'; script-src {inline_hashes(html, 'script')}; "
+    policy = (f"default-src 'none'; script-src 'self' {inline_hashes(html, 'script')}; "
               f"style-src {inline_hashes(html, 'style')}; img-src 'self' data:; connect-src 'self'; "
               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     return [("Content-Security-Policy", policy), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")]
@@ -1232,7 +1232,8 @@ class App:
         self.router = Router(ROUTES)
         self.pages = {"game": StaticPage("dino.html", "text/html; charset=utf-8"),
                       "user": StaticPage("user.html", "text/html; charset=utf-8"),
-                      "icon": StaticPage("favicon.svg", "image/svg+xml")}
+                      "icon": StaticPage("favicon.svg", "image/svg+xml"),
+                      "live": StaticPage("live.js", "text/javascript; charset=utf-8")}
         self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
         self._listing_cache = (None, {})
         self._in_flight = set()  # requests being answered; set.add and discard need no lock
@@ -1278,6 +1279,9 @@ class App:
 
     def favicon(self, request):
         return self.pages["icon"].response()
+
+    def live_script(self, request):
+        return self.pages["live"].response()
 
     # -- leaderboard -------------------------------------------------------
 
@@ -1526,6 +1530,7 @@ ROUTES = [
     ("GET", "/user", App.user_page),
     ("GET", "/favicon.svg", App.favicon),
     ("GET", "/favicon.ico", App.favicon),
+    ("GET", "/live.js", App.live_script),
     ("GET", "/scores", App.list_scores),
     ("GET", "/players", App.list_players),
     ("GET", "/events", App.events),

@@ -1,0 +1,1 @@
+// Shared by the pages: filled in by the live-update client.
