@@ -20,6 +20,8 @@ import errno
 import hashlib
 import hmac
 import importlib.util
+import inspect
+import itertools
 import json
 import os
 import random
@@ -60,13 +62,17 @@ DEFAULT_PORT = 8080
 
 MAX_NAME_CHARS = 32            # a name fits one leaderboard row on a phone
 MAX_SCORE = 10_000_000         # far above any real run (about 19.5 points a second)
+MAX_SCORE_DIGITS = 8           # the first design's page posts its score as a string of up to 8 digits
+MAX_COUNT_DIGITS = 9           # offset= and limit= in a query: up to 999,999,999
+MAX_LENGTH_DIGITS = 18         # a Content-Length of more digits is not a body anyone sends
 TOP_SCORES_KEPT = 5            # each player keeps their five best
 MAX_PLAYERS = 250_000          # bounds memory (about 60 MB) against a runaway script
 MAX_USERS = 250_000            # the same bound for game-API users
 
 MAX_BODY_BYTES = 64 * 1024     # every real body is a few dozen bytes
-REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arrive within this
+REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arrive within this of its first byte
 SOCKET_TIMEOUT_S = REQUEST_DEADLINE_S  # a client silent this long is dropped; never shorter than the deadline
+IDLE_TIMEOUT_S = SOCKET_TIMEOUT_S      # an idle keep-alive connection is closed, quietly, after this
 MAX_CONNECTIONS = 256          # beyond this new connections get 503, so slow clients cannot exhaust threads
 LISTEN_BACKLOG = 128           # a class of 30 opening the page at the same moment
 SHUTDOWN_DRAIN_S = 1.2         # Ctrl-C waits this long for requests in flight, then compacts and exits
@@ -79,6 +85,8 @@ EVENTS_RETRY_MS = 3000         # how soon a browser reconnects a dropped stream
 TOKEN_TTL_S = 3600             # default lifetime of a game-API token
 TOKEN_BYTES = 32               # secrets.token_urlsafe(32): 256 bits
 PUBLIC_ID_BYTES = 4            # the short id that tells same-named users apart in /allmetrics
+MAX_GAME_ID_CHARS = 32         # a game id is short and URL-friendly
+MAX_MOVE_CHARS = 40            # a move written as text ("50", "2:3") is a few characters
 MOVE_LOCK_STRIPES = 256        # moves on one user and game are serialised by one of these locks
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
@@ -126,19 +134,23 @@ def decode_path_segment(segment, what="name"):
     try:
         return urllib.parse.unquote(segment, errors="strict")
     except UnicodeDecodeError:
-        raise HTTPError(400, f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
 
 
 def clean_name(raw, what="name"):
     """Return a name normalised to NFC and trimmed, or refuse it with 400."""
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
-        raise HTTPError(400, f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
     if len(name) > MAX_NAME_CHARS:
-        raise HTTPError(400, f"the {what} is {len(name)} characters long: use at most {MAX_NAME_CHARS}")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is {len(name)} characters long: use at most {MAX_NAME_CHARS}")
+    if not name.strip("."):
+        # A browser turns /score/. and /score/.. into other paths, so such a
+        # name could never be looked up again.
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is only dots: use letters or digits too")
     for char in name:
         if unicodedata.category(char) in REFUSED_NAME_CATEGORIES:
-            raise HTTPError(400, f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
                                  "use letters, digits, spaces and punctuation")
     return name
 
@@ -157,21 +169,26 @@ def parse_json(body):
     try:
         return json.loads(body, parse_constant=_refuse_json_constant)
     except UnicodeDecodeError:
-        raise HTTPError(400, "the body is not UTF-8 text") from None
+        raise HTTPError(HTTPStatus.BAD_REQUEST, "the body is not UTF-8 text") from None
     except RecursionError:
-        raise HTTPError(400, "the body is JSON nested too deeply") from None
+        raise HTTPError(HTTPStatus.BAD_REQUEST, "the body is JSON nested too deeply") from None
     except ValueError as error:
-        raise HTTPError(400, f"the body is not valid JSON ({error})") from None
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON ({error})") from None
 
 
 def parse_json_object(body, example):
     """Parse a body that must be one JSON object; ``example`` shows a good one."""
     if not body.strip():
-        raise HTTPError(400, f"the body is empty: send a JSON object like {example}")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body is empty: send a JSON object like {example}")
     value = parse_json(body)
     if not isinstance(value, dict):
-        raise HTTPError(400, f"the body must be a JSON object like {example}, not {json_type(value)}")
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object like {example}, not {json_type(value)}")
     return value
+
+
+def copy_json(value):
+    """A deep copy of plain JSON data (a game may change the copy it is given)."""
+    return json.loads(json.dumps(value))
 
 
 def json_type(value):
@@ -196,15 +213,19 @@ def parse_score(body):
     example = '{"score": 120}'
     value = parse_json_object(body, example).get("score", _MISSING)
     if value is _MISSING:
-        raise HTTPError(400, f'the body has no "score": send {example}')
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f'the body has no "score": send {example}')
+    if isinstance(value, str) and SCORE_DIGITS.fullmatch(value):
+        value = int(value)  # the first design's page sends the number as a string of digits
     if isinstance(value, bool) or not isinstance(value, int):
-        raise HTTPError(400, f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
     if not 0 <= value <= MAX_SCORE:
-        raise HTTPError(400, f'"score" must be from 0 to {MAX_SCORE}; {value} is out of range')
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f'"score" must be from 0 to {MAX_SCORE}; {value} is out of range')
     return value
 
 
 _MISSING = object()
+SCORE_DIGITS = re.compile(f"[0-9]{{1,{MAX_SCORE_DIGITS}}}", re.ASCII)
+COUNT_DIGITS = re.compile(f"[0-9]{{1,{MAX_COUNT_DIGITS}}}", re.ASCII)
 
 
 def parse_count(query, field, default):
@@ -212,14 +233,82 @@ def parse_count(query, field, default):
     raw = query.get(field)
     if raw is None:
         return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw):
-        raise HTTPError(400, f"{field} must be a whole number from 0 to 999999999, not {raw[:20]!r}")
+    if not COUNT_DIGITS.fullmatch(raw):
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"{field} must be a whole number from 0 to {10 ** MAX_COUNT_DIGITS - 1}, "
+                             f"not {raw[:20]!r}")
     return int(raw)
+
+
+def parse_paging(query):
+    """The ``offset`` and ``limit`` of a listing (limit None: to the end)."""
+    return parse_count(query, "offset", 0), parse_count(query, "limit", None)
 
 
 # ---------------------------------------------------------------------------
 # Storage: a snapshot, a journal, and group commit
 # ---------------------------------------------------------------------------
+#
+# Locks, what each guards, and the order they are taken in (never the other
+# way round):
+#
+#   App._move_locks[i]    one user's game of one kind: /start and /move on it
+#                         run one at a time.  Taken first.
+#   Storage.lock          the State and the listing cache.  Readers hold it
+#                         for a moment; only the one writer of a group commit
+#                         changes the State, holding it, and never while it
+#                         waits for the disk.
+#   Broadcaster._cond     the live-update version and the stream count.  Taken
+#                         inside Storage.lock when a kept score changes.
+#   DinoServer._guard     the count of open connections.  Taken alone.
+#
+# The data directory holds two JSON files:
+#
+#   state.json     the snapshot: {"format": SNAPSHOT_FORMAT, "seq", "saved_at",
+#                  "names", "entries"   (Leaderboard.to_snapshot),
+#                  "users", "sessions", "metrics"   (Accounts.to_snapshot)}
+#   journal.jsonl  every change since the snapshot, one record a line:
+#                  {"op": <kind>, "seq": <n>, <the kind's fields>}, the kinds
+#                  being those of RECORDS below.
+#
+# Records carry increasing sequence numbers and the snapshot the last one it
+# holds, so a journal left behind by a crash in mid-compaction replays safely.
+
+
+def score_record(name, score):
+    """A score posted under a player's name: {"op": "score", "name", "score"}."""
+    return {"op": "score", "name": name, "score": score}
+
+
+def apply_score(state, record):
+    return state.leaderboard.add_score(record)
+
+
+def user_record(user_id, name, token_sha256, created_at, expires_at):
+    """A new game-API user; only the SHA-256 of the token is ever stored."""
+    return {"op": "user", "id": user_id, "name": name, "token_sha256": token_sha256,
+            "created_at": created_at, "expires_at": expires_at}
+
+
+def apply_user(state, record):
+    return state.accounts.add_user(record)
+
+
+def game_record(user_id, game_id, game_state, outcome):
+    """A game's new state after /start or /move, and its outcome if it just ended."""
+    return {"op": "game", "user": user_id, "game": game_id, "state": game_state, "outcome": outcome}
+
+
+def apply_game(state, record):
+    return state.accounts.set_game(record)
+
+
+# Every kind of record: its constructor and the applier that replays it.
+RECORDS = {
+    "score": (score_record, apply_score),
+    "user": (user_record, apply_user),
+    "game": (game_record, apply_game),
+}
+
 
 def fsync_directory(path):
     """Make a rename or a new file in ``path`` durable."""
@@ -422,9 +511,9 @@ class Storage:
         """Make ``record`` durable, apply it, and return what applying it returned."""
         with self._cond:
             if self.closed:
-                raise HTTPError(503, "the server is shutting down; try again in a moment")
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment")
             if self.journal.broken:
-                raise HTTPError(503, "the server cannot write to its data directory and has stopped "
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server cannot write to its data directory and has stopped "
                                      "taking changes; reads still work. Restart it once the disk is fixed")
             record["seq"] = self.next_seq
             self.next_seq += 1
@@ -456,7 +545,7 @@ class Storage:
                 pending.result = self.state.apply(pending.record)
                 self.applied_seq = pending.record["seq"]
             else:
-                pending.error = HTTPError(503, f"the server could not save that ({error.strerror or error}); "
+                pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server could not save that ({error.strerror or error}); "
                                                "nothing was changed: try again later")
             pending.done = True
         if error is not None:
@@ -613,6 +702,15 @@ class Leaderboard:
     def display(self, key):
         return self.names.get(key, key)
 
+    def has_player(self, key):
+        return key in self.players
+
+    def player_count(self):
+        return len(self.players)
+
+    def score_count(self):
+        return len(self.ranked)
+
     def add_score(self, record):
         """Apply a journal record ``{"name", "score", "seq"}``; True if the score was kept."""
         name, score, seq = record["name"], record["score"], record["seq"]
@@ -701,7 +799,7 @@ class Accounts:
         self.by_digest[user["token_sha256"]] = record["id"]
 
     def set_game(self, record):
-        """Apply a journal record: a game's new state, and its outcome if it ended."""
+        """Apply a journal record: a game's new state, and its outcome if it ended; return the stats."""
         user_id, game_id, outcome = record["user"], record["game"], record["outcome"]
         if user_id not in self.users:
             raise KeyError(f"unknown user {user_id}")
@@ -711,6 +809,25 @@ class Accounts:
             if outcome in ("win", "lose"):
                 stats[outcome] += 1
             stats["total"] += 1
+        return self.stats(user_id, game_id)
+
+    def user_count(self):
+        return len(self.users)
+
+    def has_user(self, user_id):
+        return user_id in self.users
+
+    def expires_at(self, user_id):
+        return self.users[user_id]["expires_at"]
+
+    def session(self, user_id, game_id):
+        """The stored state of the user's game in progress, or None."""
+        return self.sessions.get(user_id, {}).get(game_id)
+
+    def page_of_metrics(self, offset, limit):
+        """The metrics of users ``offset`` to ``offset + limit``, oldest first."""
+        user_ids = itertools.islice(self.users, offset, None if limit is None else offset + limit)
+        return [self.user_metrics(user_id) for user_id in user_ids]
 
     def find(self, token):
         """The public id whose token this is, or None."""
@@ -753,12 +870,11 @@ class State:
     def __init__(self, on_change):
         self.leaderboard = Leaderboard(on_change)
         self.accounts = Accounts()
-        self._apply = {"score": self.leaderboard.add_score,
-                       "user": self.accounts.add_user,
-                       "game": self.accounts.set_game}
 
     def apply(self, record):
-        return self._apply[record["op"]](record)
+        """Change the state by one journal record; return what its applier returns."""
+        _, applier = RECORDS[record["op"]]
+        return applier(self, record)
 
     def prune(self, now):
         self.accounts.prune(now)
@@ -812,7 +928,7 @@ class Game(Protocol):
 
 def whole_number(move, low, high, how):
     """Read a move that must be a whole number from ``low`` to ``high``."""
-    if isinstance(move, str) and re.fullmatch(r"\s*-?[0-9]{1,6}\s*", move):
+    if isinstance(move, str) and len(move) <= MAX_MOVE_CHARS and re.fullmatch(r"\s*-?[0-9]+\s*", move):
         move = int(move)
     if isinstance(move, bool) or not isinstance(move, int) or not low <= move <= high:
         raise IllegalMove(f"a move is {how}; got {json.dumps(move)[:40]}")
@@ -854,6 +970,11 @@ class GuessTheNumber:
 TICTACTOE_LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 
 
+def free_cells(board):
+    """The numbers of the empty cells of a tic-tac-toe board."""
+    return [i for i, mark in enumerate(board) if mark == " "]
+
+
 def tictactoe_winner(board):
     for a, b, c in TICTACTOE_LINES:
         if board[a] != " " and board[a] == board[b] == board[c]:
@@ -876,8 +997,7 @@ def tictactoe_value(board, to_move):
         value = 0
     else:
         following = "X" if to_move == "O" else "O"
-        values = [tictactoe_value(board[:i] + to_move + board[i + 1:], following)
-                  for i, cell in enumerate(board) if cell == " "]
+        values = [tictactoe_value(board[:i] + to_move + board[i + 1:], following) for i in free_cells(board)]
         value = max(values) if to_move == "O" else min(values)
     _minimax_cache[(board, to_move)] = value
     return value
@@ -901,8 +1021,7 @@ class TicTacToe:
         board = state["board"]
         cell = whole_number(move, 0, 8, "a cell number from 0 to 8 (0 1 2 / 3 4 5 / 6 7 8)")
         if board[cell] != " ":
-            free = [i for i, mark in enumerate(board) if mark == " "]
-            raise IllegalMove(f"cell {cell} is taken; a move is one of the free cells {free}")
+            raise IllegalMove(f"cell {cell} is taken; a move is one of the free cells {free_cells(board)}")
         board = board[:cell] + "X" + board[cell + 1:]
         outcome = self._outcome(board)
         if outcome is None:
@@ -914,7 +1033,7 @@ class TicTacToe:
         return state, outcome
 
     def _reply(self, board, rng):
-        free = [i for i, mark in enumerate(board) if mark == " "]
+        free = free_cells(board)
         if rng.random() < self.BLUNDER_RATE:
             return rng.choice(free)
         values = {i: tictactoe_value(board[:i] + "O" + board[i + 1:], "X") for i in free}
@@ -933,7 +1052,7 @@ class TicTacToe:
     def view(self, state, final=False):
         board = state["board"]
         return {"board": list(board), "rows": [board[0:3], board[3:6], board[6:9]], "you": "X",
-                "free": [i for i, mark in enumerate(board) if mark == " "], "server_last": state["server_last"]}
+                "free": free_cells(board), "server_last": state["server_last"]}
 
 
 class Nim:
@@ -970,7 +1089,8 @@ class Nim:
             pair = (move.get("heap"), move.get("take"))
         elif isinstance(move, list) and len(move) == 2:
             pair = tuple(move)
-        elif isinstance(move, str) and re.fullmatch(r"\s*[0-9]{1,3}\s*[:, ]\s*[0-9]{1,3}\s*", move):
+        elif (isinstance(move, str) and len(move) <= MAX_MOVE_CHARS
+              and re.fullmatch(r"\s*[0-9]+\s*[:, ]\s*[0-9]+\s*", move)):
             pair = tuple(int(part) for part in re.findall(r"[0-9]+", move))
         else:
             raise IllegalMove(f"a move is a heap and a count, like 2:3; got {json.dumps(move)[:40]}")
@@ -1002,24 +1122,94 @@ class Nim:
 BUILTIN_GAMES = (GuessTheNumber, TicTacToe, Nim)
 
 
+class ThreeMethodGame:
+    """A game written for the second design, adapted to our protocol.
+
+    Such a game has ``start()`` returning the first state, ``move(m, state)``
+    returning the state after the player's move, and ``status(state)``
+    answering 1 won, 0 lost or 2 still playing; its id is the instance
+    attribute ``name``.  The player sees the state itself.
+    """
+
+    OUTCOMES = {1: "win", 0: "lose", 2: None}
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.id = self.name = inner.name
+        doc = (type(inner).__doc__ or "").strip()
+        self.description = doc or f"{inner.name}: a game with start, move and status"
+        self.moves = "a move as the game's rules say: move=<your move> (the game reads it as text)"
+
+    def new_state(self, rng):
+        return self.inner.start()
+
+    def play(self, state, move, rng):
+        state = self.inner.move(move, state)
+        status = self.inner.status(state)
+        if status not in self.OUTCOMES:
+            raise ValueError(f"status() returned {status!r}; it must be 1 (won), 0 (lost) or 2 (playing)")
+        return state, self.OUTCOMES[status]
+
+    def view(self, state, final=False):
+        return state
+
+
+def is_three_method_game(cls):
+    return all(callable(getattr(cls, method, None)) for method in ("start", "move", "status"))
+
+
+GAME_ID = re.compile(f"[a-z0-9][a-z0-9_-]{{0,{MAX_GAME_ID_CHARS - 1}}}")
+GAME_TEXTS = ("id", "name", "description", "moves")
+
+
 def check_game(game, source):
     """Refuse, at startup, a game that does not meet the protocol."""
     label = f"{source}: game {type(game).__name__}"
-    for field in ("id", "name", "description", "moves"):
-        if not isinstance(getattr(game, field, None), str) or not getattr(game, field).strip():
+    if not isinstance(game, Game):
+        missing = [member for member in GAME_TEXTS + ("new_state", "play", "view") if not hasattr(game, member)]
+        raise StartupError(f"{label} lacks {', '.join(missing)}; a game needs id, name, description, moves "
+                           "and the methods new_state, play and view (see the README)")
+    for field in GAME_TEXTS:
+        if not isinstance(getattr(game, field), str) or not getattr(game, field).strip():
             raise StartupError(f"{label} needs a non-empty string attribute {field!r}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", game.id):
-        raise StartupError(f"{label}: id {game.id!r} must be 1-32 lowercase letters, digits, - or _")
+    if not GAME_ID.fullmatch(game.id):
+        raise StartupError(f"{label}: id {game.id!r} must be 1-{MAX_GAME_ID_CHARS} lowercase letters, "
+                           "digits, - or _")
     for method in ("new_state", "play", "view"):
-        if not callable(getattr(game, method, None)):
-            raise StartupError(f"{label} has no {method}() method; a game needs new_state, play and view")
+        if not callable(getattr(game, method)):
+            raise StartupError(f"{label}: {method} is not a method; a game needs new_state, play and view")
     try:
         state = game.new_state(random.Random(0))
         json.dumps(state)
-        json.dumps(game.view(json.loads(json.dumps(state))))
-        json.dumps(game.view(json.loads(json.dumps(state)), final=True))
+        json.dumps(game.view(copy_json(state)))
+        json.dumps(game.view(copy_json(state), final=True))
     except Exception as error:  # a plugin can fail in any way; say how, and do not start
         raise StartupError(f"{label}: a trial new_state()/view() failed: {type(error).__name__}: {error}") from None
+
+
+def game_from_class(cls, path):
+    """An instance of ``cls`` as a game in our protocol, or None when ``cls`` is not a game."""
+    ours = hasattr(cls, "id")
+    if not ours and not is_three_method_game(cls):
+        return None
+    if inspect.isabstract(cls):
+        return None  # the abstract base that such files subclass
+    try:
+        instance = cls()
+    except Exception as error:  # a class we cannot build is a broken plugin
+        raise StartupError(f"{path}: {cls.__name__}() failed: {type(error).__name__}: {error}") from None
+    if ours:
+        return instance
+    if not isinstance(getattr(instance, "name", None), str):
+        return None  # a base class with the three methods but no name of its own
+    return ThreeMethodGame(instance)
+
+
+def games_in_module(module, path):
+    """An instance of every game class the module defines, in our protocol or adapted to it."""
+    found = (game_from_class(value, path) for value in vars(module).values()
+             if isinstance(value, type) and value.__module__ == module.__name__)
+    return [game for game in found if game is not None]
 
 
 def load_games_file(path):
@@ -1033,39 +1223,47 @@ def load_games_file(path):
         spec.loader.exec_module(module)
     except Exception as error:  # any import failure, SyntaxError included, stops startup
         raise StartupError(f"--games {path} failed to import: {type(error).__name__}: {error}") from None
-    games = []
-    for value in vars(module).values():
-        if isinstance(value, type) and value.__module__ == module_name and hasattr(value, "id"):
-            try:
-                game = value()
-            except Exception as error:  # a class we cannot build is a broken plugin
-                raise StartupError(f"{path}: {value.__name__}() failed: {type(error).__name__}: {error}") from None
-            check_game(game, path)
-            games.append(game)
+    games = games_in_module(module, path)
     if not games:
         raise StartupError(f"--games {path} defines no game: a game is a class with an id attribute "
-                           "and new_state, play and view methods (see the README)")
+                           "and new_state, play and view methods, or one with start, move and status "
+                           "(see the README)")
     return games
 
 
-def build_games(games_file=None):
-    """The games on offer, by id: the built-ins, then those of ``games_file``."""
+def build_games(games_file=None, notes=None):
+    """The games on offer, by id: the built-ins, then those of ``games_file``, which may replace one.
+
+    A sentence for each built-in game the file replaces goes to ``notes``.
+    """
     games = {}
-    extra = load_games_file(games_file) if games_file else []
-    for game in [cls() for cls in BUILTIN_GAMES] + extra:
-        if game.id in games:
-            raise StartupError(f"{games_file}: game id {game.id!r} is already taken; pick another id")
-        check_game(game, games_file or "server.py")
+    for game in (cls() for cls in BUILTIN_GAMES):
+        check_game(game, "server.py")
+        games[game.id] = game
+    seen = set()
+    for game in load_games_file(games_file) if games_file else []:
+        check_game(game, games_file)
+        if game.id in seen:
+            raise StartupError(f"{games_file}: two games have the id {game.id!r}; give each its own id")
+        seen.add(game.id)
+        if game.id in games and notes is not None:
+            notes.append(f"game {game.id!r} from {games_file} replaces the built-in one")
         games[game.id] = game
     return games
 
 
 # ---------------------------------------------------------------------------
-# Routes
+# Responses
 # ---------------------------------------------------------------------------
 
 class Response:
-    """A complete answer: status, body, content type and extra headers."""
+    """An answer: status, content type, extra headers, and a body.
+
+    The body is bytes, sent with a Content-Length in the same write as the
+    headers, or an iterable of byte chunks (the event stream), written as
+    they come on a connection that then closes.  A chunk iterable with a
+    ``close`` method has it called once the answer ends, sent or not.
+    """
 
     __slots__ = ("status", "body", "content_type", "headers", "fields")
 
@@ -1080,12 +1278,20 @@ class Response:
         lines += [f"{name}: {value}" for name, value in headers]
         self.fields = ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
+    @property
+    def streamed(self):
+        return not isinstance(self.body, bytes)
+
+    def close(self):
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
 
 API_HEADERS = (("Cache-Control", "no-store"),)
-STREAMED = object()  # a handler that wrote its own answer (the event stream) returns this
 
 
-def json_response(value, status=200):
+def json_response(value, status=HTTPStatus.OK):
     return Response(status, json.dumps(value).encode(), headers=API_HEADERS)
 
 
@@ -1093,18 +1299,31 @@ def error_response(status, message, headers=()):
     return Response(status, json.dumps({"error": message}).encode(), headers=API_HEADERS + tuple(headers))
 
 
+def unauthorized(message):
+    """The 401 of the game API, with the header that names the scheme."""
+    return HTTPError(HTTPStatus.UNAUTHORIZED, message, headers=[("WWW-Authenticate", "Bearer")])
+
+
+HEALTH_RESPONSE = json_response({"status": "ok"})
+SUCCESS_RESPONSE = json_response({"status": "success"})
+
+
+# ---------------------------------------------------------------------------
+# The request
+# ---------------------------------------------------------------------------
+
 class Request:
     """What a route handler needs of one request."""
 
-    __slots__ = ("method", "path", "query_string", "headers", "body", "handler", "_query", "_params")
+    __slots__ = ("method", "path", "query_string", "headers", "body", "client", "_query", "_params")
 
-    def __init__(self, method, path, query_string, headers, body, handler):
+    def __init__(self, method, path, query_string, headers, body, client="-"):
         self.method = method
         self.path = path
         self.query_string = query_string
         self.headers = headers
         self.body = body
-        self.handler = handler
+        self.client = client
         self._query = None
         self._params = None
 
@@ -1125,7 +1344,7 @@ class Request:
                     try:
                         text = self.body.decode("utf-8")
                     except UnicodeDecodeError:
-                        raise HTTPError(400, "the form body is not UTF-8 text") from None
+                        raise HTTPError(HTTPStatus.BAD_REQUEST, "the form body is not UTF-8 text") from None
                     params.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
             self._params = params
         return self._params
@@ -1133,10 +1352,14 @@ class Request:
     def param(self, name, example):
         value = self.params().get(name)
         if value is None or value == "":
-            raise HTTPError(400, f"missing parameter {name!r}: add {name}={example} "
-                                 f"(query string, form or JSON body)")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"missing parameter {name!r}: add {name}={example} "
+                                                    "(query string, form or JSON body)")
         return value
 
+
+# ---------------------------------------------------------------------------
+# Static pages
+# ---------------------------------------------------------------------------
 
 class StaticPage:
     """One allow-listed file from game/, reloaded when it changes on disk."""
@@ -1151,7 +1374,8 @@ class StaticPage:
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
-            raise HTTPError(404, f"{os.path.basename(self.path)} is missing from the game/ folder") from None
+            raise HTTPError(HTTPStatus.NOT_FOUND,
+                            f"{os.path.basename(self.path)} is missing from the game/ folder") from None
         stamp = (info.st_mtime_ns, info.st_size)
         if stamp != self._stamp:
             with open(self.path, "rb") as file:
@@ -1159,9 +1383,24 @@ class StaticPage:
             headers = [("Cache-Control", "no-cache")]
             if self.content_type.startswith("text/html"):
                 headers += page_security_headers(body)
-            self._response = Response(200, body, self.content_type, tuple(headers))
+            self._response = Response(HTTPStatus.OK, body, self.content_type, tuple(headers))
             self._stamp = stamp
         return self._response
+
+
+HTML = "text/html; charset=utf-8"
+SCRIPT = "text/javascript; charset=utf-8"
+
+# Path -> (file in game/, content type): the only files the server reads from game/.
+STATIC_FILES = {
+    "/": ("dino.html", HTML),
+    "/user": ("user.html", HTML),
+    "/board": ("board.html", HTML),
+    "/live.js": ("live.js", SCRIPT),
+    "/qr.js": ("qr.js", SCRIPT),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
+}
 
 
 def inline_hashes(html, tag):
@@ -1169,16 +1408,22 @@ def inline_hashes(html, tag):
     pattern = rf"<{tag}(?![^>]*\bsrc\s*=)[^>]*>(.*?)</{tag}\s*>"
     texts = re.findall(pattern, html.replace("\r\n", "\n"), flags=re.S | re.I)
     return " ".join("'sha256-%s'" % base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
-                    for text in texts) or "'none'"
+                    for text in texts)
 
 
 def page_security_headers(body):
+    """A strict CSP: our own scripts, and inline script and style only by their hashes."""
     html = body.decode("utf-8")
-    policy = (f"default-src 'none'; script-src 'self' {inline_hashes(html, 'script')}; "
-              f"style-src {inline_hashes(html, 'style')}; img-src 'self' data:; connect-src 'self'; "
-              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    scripts = " ".join(filter(None, ("'self'", inline_hashes(html, "script"))))
+    styles = inline_hashes(html, "style") or "'none'"
+    policy = (f"default-src 'none'; script-src {scripts}; style-src {styles}; img-src 'self' data:; "
+              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     return [("Content-Security-Policy", policy), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")]
 
+
+# ---------------------------------------------------------------------------
+# The event stream
+# ---------------------------------------------------------------------------
 
 class Broadcaster:
     """Tells open /events streams that the leaderboard changed."""
@@ -1217,23 +1462,60 @@ class Broadcaster:
             self._cond.notify_all()
 
 
+class EventStream:
+    """The body of /events: an event each time the leaderboard changes, coalesced, until shutdown.
+
+    It holds one of the broadcaster's subscriber slots from creation to
+    ``close``, which the handler calls however the answer ends.
+    """
+
+    def __init__(self, broadcaster):
+        self.broadcaster = broadcaster
+        self.closed = False
+
+    def __iter__(self):
+        yield b"retry: %d\n\n" % EVENTS_RETRY_MS
+        seen = None
+        while True:
+            version = self.broadcaster.wait(seen, EVENTS_HEARTBEAT_S)
+            if version is None:
+                return
+            if version == seen:
+                yield b": ping\n\n"
+                continue
+            seen = version
+            yield b'event: scores\ndata: {"version": %d}\n\n' % version
+            time.sleep(EVENTS_COALESCE_S)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.broadcaster.unsubscribe()
+
+
+# ---------------------------------------------------------------------------
+# The app: the routes' handlers
+# ---------------------------------------------------------------------------
+
+def new_rng():
+    return random.Random(secrets.randbits(64))
+
+
 class App:
     """The routes' handlers, over the storage, the games and the live-update broadcaster."""
 
-    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print):
+    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None):
         self.log = log
         self.token_ttl = token_ttl
         self.games = games if games is not None else build_games()
+        self.join_url = join_url
         self.broadcaster = Broadcaster()
         self.state = State(on_change=self.broadcaster.changed)
         self.storage = Storage(data_dir, self.state, log)
         self.leaderboard = self.state.leaderboard
         self.accounts = self.state.accounts
-        self.router = Router(ROUTES)
-        self.pages = {"game": StaticPage("dino.html", "text/html; charset=utf-8"),
-                      "user": StaticPage("user.html", "text/html; charset=utf-8"),
-                      "icon": StaticPage("favicon.svg", "image/svg+xml"),
-                      "live": StaticPage("live.js", "text/javascript; charset=utf-8")}
+        self.router = Router(self, ROUTES)
+        self.pages = {path: StaticPage(*file) for path, file in STATIC_FILES.items()}
         self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
         self._listing_cache = (None, {})
         self._in_flight = set()  # requests being answered; set.add and discard need no lock
@@ -1242,9 +1524,9 @@ class App:
     # -- dispatch ----------------------------------------------------------
 
     def handle(self, request):
-        """Answer one request: route it, run its handler, return a Response (or STREAMED)."""
+        """Answer one request: route it, run its handler, return a Response."""
         handler, groups = self.router.match(request.method, request.path)
-        return handler(self, request, **groups)
+        return handler(request, **groups)
 
     def begin(self, key):
         """Count a request as in flight from its headers on, so shutdown waits for its body too."""
@@ -1252,7 +1534,8 @@ class App:
         # before it waits for the set to empty, so no request slips between.
         self._in_flight.add(key)
         if self.stopping:
-            raise HTTPError(503, "the server is shutting down; try again in a moment", close=True)
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment",
+                            close=True)
 
     def end(self, key):
         self._in_flight.discard(key)
@@ -1271,30 +1554,25 @@ class App:
     def health(self, request):
         return HEALTH_RESPONSE
 
-    def game_page(self, request):
-        return self.pages["game"].response()
+    def static_file(self, request):
+        return self.pages[request.path].response()
 
-    def user_page(self, request):
-        return self.pages["user"].response()
-
-    def favicon(self, request):
-        return self.pages["icon"].response()
-
-    def live_script(self, request):
-        return self.pages["live"].response()
+    def join(self, request):
+        """What the projector shows: the address children type, or scan."""
+        return json_response({"url": self.join_url or f"http://{request.headers.get('Host', 'localhost')}/"})
 
     # -- leaderboard -------------------------------------------------------
 
     def post_score(self, request, name):
         name = clean_name(decode_path_segment(name))
         score = parse_score(request.body)
-        key = name_key(name)
         with self.storage.read():
-            full = key not in self.leaderboard.players and len(self.leaderboard.players) >= MAX_PLAYERS
+            full = (not self.leaderboard.has_player(name_key(name))
+                    and self.leaderboard.player_count() >= MAX_PLAYERS)
         if full:
-            raise HTTPError(503, f"the leaderboard is full ({MAX_PLAYERS} players); ask the teacher to "
-                                 "start a new data directory")
-        self.storage.commit({"op": "score", "name": name, "score": score})
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
+                                                            "ask the teacher to start a new data directory")
+        self.storage.commit(score_record(name, score))
         return SUCCESS_RESPONSE
 
     def get_score(self, request, name):
@@ -1302,19 +1580,22 @@ class App:
         with self.storage.read():
             found = self.leaderboard.top_scores(name_key(name))
         if found is None:
-            raise HTTPError(404, f"no player called {name!r} has posted a score yet")
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
         return json_response(found)
 
+    def check_name(self, request):
+        """Whether a name would be taken, and how it would be shown: the pages ask rather than guess."""
+        name = clean_name(request.query.get("name", ""))
+        return json_response({"name": name})
+
     def list_scores(self, request):
-        offset = parse_count(request.query, "offset", 0)
-        limit = parse_count(request.query, "limit", None)
+        offset, limit = parse_paging(request.query)
         return self._cached_listing(("scores", offset, limit),
-                                    lambda: self.leaderboard.page(offset, len(self.leaderboard.ranked)
+                                    lambda: self.leaderboard.page(offset, self.leaderboard.score_count()
                                                                   if limit is None else limit))
 
     def list_players(self, request):
-        offset = parse_count(request.query, "offset", 0)
-        limit = parse_count(request.query, "limit", None)
+        offset, limit = parse_paging(request.query)
         needle = name_key(request.query.get("q", "").strip())
 
         def rows():
@@ -1345,29 +1626,12 @@ class App:
     def events(self, request):
         """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
         if request.method == "HEAD":
-            return Response(200, b"", "text/event-stream", API_HEADERS)
+            return Response(HTTPStatus.OK, b"", "text/event-stream", API_HEADERS)
         if not self.broadcaster.subscribe():
-            raise HTTPError(503, f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
-                                 "the page falls back to refreshing every few seconds")
-        handler = request.handler
-        handler.close_connection = True  # the stream has no length: it ends when the connection does
-        try:
-            head = handler.head(Response(200, b"", "text/event-stream", API_HEADERS), length=False)
-            handler.wfile.write(head + b"retry: %d\n\n" % EVENTS_RETRY_MS)
-            seen = None
-            while True:
-                version = self.broadcaster.wait(seen, EVENTS_HEARTBEAT_S)
-                if version is None:
-                    break
-                if version == seen:
-                    handler.wfile.write(b": ping\n\n")
-                    continue
-                seen = version
-                handler.wfile.write(b'event: scores\ndata: {"version": %d}\n\n' % version)
-                time.sleep(EVENTS_COALESCE_S)
-        finally:
-            self.broadcaster.unsubscribe()
-        return STREAMED
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
+                            "the page falls back to refreshing every few seconds")
+        return Response(HTTPStatus.OK, EventStream(self.broadcaster), "text/event-stream", API_HEADERS)
 
     # -- game API ----------------------------------------------------------
 
@@ -1376,16 +1640,16 @@ class App:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = int(time.time())
         with self.storage.read():
-            if len(self.accounts.users) >= MAX_USERS:
-                raise HTTPError(503, f"the server has {MAX_USERS} users, its limit; ask the teacher to start "
-                                     "a new data directory")
+            if self.accounts.user_count() >= MAX_USERS:
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server has {MAX_USERS} users, its limit; "
+                                                                "ask the teacher to start a new data directory")
             user_id = secrets.token_hex(PUBLIC_ID_BYTES)
-            while user_id in self.accounts.users:
+            while self.accounts.has_user(user_id):
                 user_id = secrets.token_hex(PUBLIC_ID_BYTES)
         expires_at = now + self.token_ttl
-        self.storage.commit({"op": "user", "id": user_id, "name": name, "token_sha256": token_digest(token),
-                             "created_at": now, "expires_at": expires_at})
-        return json_response({"token": token, "user": name, "id": user_id, "expires_at": expires_at}, 201)
+        self.storage.commit(user_record(user_id, name, token_digest(token), now, expires_at))
+        return json_response({"token": token, "user": name, "id": user_id, "expires_at": expires_at},
+                             HTTPStatus.CREATED)
 
     def list_games(self, request):
         return json_response([{"id": game.id, "name": game.name, "description": game.description,
@@ -1397,34 +1661,32 @@ class App:
         if authorization is not None:
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise HTTPError(401, "the Authorization header must be 'Bearer <token>'",
-                                headers=[("WWW-Authenticate", "Bearer")])
+                raise unauthorized("the Authorization header must be 'Bearer <token>'")
             token = token.strip()
         else:
             token = request.params().get("token") or request.params().get("user_token")
         if not token:
-            raise HTTPError(400, "missing token: send 'Authorization: Bearer <token>' (or a token parameter); "
-                                 "get a token with POST /create/<username>")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "missing token: send 'Authorization: Bearer <token>' (or a "
+                                                    "token parameter); get a token with POST /create/<username>")
         if not isinstance(token, str):
-            raise HTTPError(400, "the token must be a string")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the token must be a string")
         with self.storage.read():
             user_id = self.accounts.find(token)
-            expires_at = user_id and self.accounts.users[user_id]["expires_at"]
+            expires_at = user_id and self.accounts.expires_at(user_id)
         if user_id is None:
-            raise HTTPError(401, "unknown token: get one with POST /create/<username>",
-                            headers=[("WWW-Authenticate", "Bearer")])
+            raise unauthorized("unknown token: get one with POST /create/<username>")
         if not allow_expired and time.time() >= expires_at:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
-            raise HTTPError(401, f"token expired at {when} (tokens last {self.token_ttl} s): get a new one "
-                                 "with POST /create/<username>", headers=[("WWW-Authenticate", "Bearer")])
+            raise unauthorized(f"token expired at {when} (tokens last {self.token_ttl} s): get a new one "
+                               "with POST /create/<username>")
         return user_id
 
     def find_game(self, request):
         game_id = request.param("game_id", "random")
         game = self.games.get(game_id) if isinstance(game_id, str) else None
         if game is None:
-            raise HTTPError(404, f"no game {str(game_id)[:40]!r}; the games are {', '.join(self.games)} "
-                                 "(GET /games)")
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no game {str(game_id)[:40]!r}; the games are "
+                                                  f"{', '.join(self.games)} (GET /games)")
         return game
 
     def _move_lock(self, user_id, game_id):
@@ -1432,10 +1694,11 @@ class App:
 
     def _session(self, user_id, game):
         with self.storage.read():
-            state = self.accounts.sessions.get(user_id, {}).get(game.id)
+            state = self.accounts.session(user_id, game.id)
             stats = self.accounts.stats(user_id, game.id)
         if state is None:
-            raise HTTPError(409, f"no {game.id} game in progress: POST /start with game_id={game.id} first")
+            raise HTTPError(HTTPStatus.CONFLICT,
+                            f"no {game.id} game in progress: POST /start with game_id={game.id} first")
         return copy_json(state), stats
 
     def start_game(self, request):
@@ -1444,9 +1707,7 @@ class App:
         with self._move_lock(user_id, game.id):
             state = self._run_game(game, "new_state", lambda: game.new_state(new_rng()))
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state)))
-            self.storage.commit({"op": "game", "user": user_id, "game": game.id, "state": state, "outcome": None})
-            with self.storage.read():
-                stats = self.accounts.stats(user_id, game.id)
+            stats = self.storage.commit(game_record(user_id, game.id, state, None))
         return json_response({"game_id": game.id, "state": shown, "stats": stats})
 
     def move(self, request):
@@ -1454,40 +1715,34 @@ class App:
         game = self.find_game(request)
         move = request.params().get("move")
         if move is None or move == "":
-            raise HTTPError(400, f"missing parameter 'move'; in {game.id} a move is {game.moves}")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"missing parameter 'move'; in {game.id} a move is {game.moves}")
         with self._move_lock(user_id, game.id):
             state, _ = self._session(user_id, game)
             rng = new_rng()
-            try:
-                state, outcome = game.play(state, move, rng)
-                state = copy_json(state)  # the state must stay plain JSON data
-            except IllegalMove as illegal:
-                raise HTTPError(400, f"illegal move: {illegal} (how to move: {game.moves})") from None
-            except Exception:  # a bug in the game: log it, answer 500, keep the stored state
-                self.log(f"game {game.id!r} failed in play():\n{traceback.format_exc()}")
-                raise HTTPError(500, f"the game {game.id!r} failed on that move (a bug in the game, "
-                                     "now logged); your game is unchanged") from None
+            state, outcome = self._run_game(game, "play", lambda: game.play(state, move, rng))
             if outcome not in OUTCOMES:
-                raise HTTPError(500, f"the game {game.id!r} returned an unknown outcome; your game is unchanged")
+                raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                f"the game {game.id!r} returned an unknown outcome; your game is unchanged")
+            state = copy_json(state)  # the state must stay plain JSON data
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state), final=outcome is not None))
             following = state if outcome is None else self._run_game(game, "new_state",
                                                                      lambda: game.new_state(rng))
-            self.storage.commit({"op": "game", "user": user_id, "game": game.id,
-                                 "state": following, "outcome": outcome})
-            with self.storage.read():
-                stats = self.accounts.stats(user_id, game.id)
+            stats = self.storage.commit(game_record(user_id, game.id, following, outcome))
         return json_response({"game_id": game.id, "state": shown, "outcome": outcome, "stats": stats})
 
     def _run_game(self, game, what, call):
-        """Run a game's method; any failure is the game's bug, answered 500 with nothing stored."""
+        """Run a game's method; an illegal move is the player's 400, any other failure the game's 500."""
         try:
             value = call()
             json.dumps(value)
             return value
+        except IllegalMove as illegal:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"illegal move: {illegal} (how to move: {game.moves})") from None
         except Exception:  # a plugin may fail in any way
             self.log(f"game {game.id!r} failed in {what}():\n{traceback.format_exc()}")
-            raise HTTPError(500, f"the game {game.id!r} failed in {what}() (a bug in the game, now logged); "
-                                 "your game is unchanged") from None
+            raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                            f"the game {game.id!r} failed in {what}() (a bug in the game, now logged); "
+                            "your game is unchanged") from None
 
     def status(self, request):
         user_id = self.authenticate(request)
@@ -1502,59 +1757,47 @@ class App:
             return json_response(self.accounts.user_metrics(user_id))
 
     def all_metrics(self, request):
-        offset = parse_count(request.query, "offset", 0)
-        limit = parse_count(request.query, "limit", None)
+        offset, limit = parse_paging(request.query)
         with self.storage.read():
-            user_ids = list(self.accounts.users)[offset:None if limit is None else offset + limit]
-            rows = [self.accounts.user_metrics(user_id) for user_id in user_ids]
-        return json_response(rows)
+            return json_response(self.accounts.page_of_metrics(offset, limit))
 
 
-def copy_json(value):
-    """A deep copy of plain JSON data (a game may change the copy it is given)."""
-    return json.loads(json.dumps(value))
-
-
-def new_rng():
-    return random.Random(secrets.randbits(64))
-
-
-HEALTH_RESPONSE = json_response({"status": "ok"})
-SUCCESS_RESPONSE = json_response({"status": "success"})
+# ---------------------------------------------------------------------------
+# The route table
+# ---------------------------------------------------------------------------
 
 # The whole API in one table: method, path (plain, or a regex with named
-# groups), handler.  HEAD is answered wherever GET is.
+# groups), and the name of the App method that answers.  HEAD is answered
+# wherever GET is.
 ROUTES = [
-    ("GET", "/health-check", App.health),
-    ("GET", "/", App.game_page),
-    ("GET", "/user", App.user_page),
-    ("GET", "/favicon.svg", App.favicon),
-    ("GET", "/favicon.ico", App.favicon),
-    ("GET", "/live.js", App.live_script),
-    ("GET", "/scores", App.list_scores),
-    ("GET", "/players", App.list_players),
-    ("GET", "/events", App.events),
-    ("GET", r"/score/(?P<name>[^/]+)", App.get_score),
-    ("POST", r"/score/(?P<name>[^/]+)", App.post_score),
-    ("POST", r"/create/(?P<name>[^/]+)", App.create_user),
-    ("GET", "/games", App.list_games),
-    ("POST", "/start", App.start_game),
-    ("POST", "/move", App.move),
-    ("GET", "/status", App.status),
-    ("GET", "/metrics", App.metrics),
-    ("GET", "/allmetrics", App.all_metrics),
+    ("GET", "/health-check", "health"),
+    *(("GET", path, "static_file") for path in STATIC_FILES),
+    ("GET", "/join", "join"),
+    ("GET", "/scores", "list_scores"),
+    ("GET", "/players", "list_players"),
+    ("GET", "/names/check", "check_name"),
+    ("GET", "/events", "events"),
+    ("GET", r"/score/(?P<name>[^/]+)", "get_score"),
+    ("POST", r"/score/(?P<name>[^/]+)", "post_score"),
+    ("POST", r"/create/(?P<name>[^/]+)", "create_user"),
+    ("GET", "/games", "list_games"),
+    ("POST", "/start", "start_game"),
+    ("POST", "/move", "move"),
+    ("GET", "/status", "status"),
+    ("GET", "/metrics", "metrics"),
+    ("GET", "/allmetrics", "all_metrics"),
 ]
 
 
 class Router:
     """Plain paths in a dict looked up first, then regexes; 405 with Allow, else 404."""
 
-    def __init__(self, routes):
+    def __init__(self, app, routes):
         self.plain = {}
         self.patterns = []
         by_pattern = {}
-        for method, pattern, handler in routes:
-            by_pattern.setdefault(pattern, {})[method] = handler
+        for method, pattern, handler_name in routes:
+            by_pattern.setdefault(pattern, {})[method] = getattr(app, handler_name)
         for pattern, methods in by_pattern.items():
             if "(?P<" in pattern:
                 self.patterns.append((re.compile(pattern), methods))
@@ -1571,11 +1814,12 @@ class Router:
                     methods, groups = candidate, found.groupdict()
                     break
             else:
-                raise HTTPError(404, f"there is nothing at {path[:80]}; the README lists the API")
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"there is nothing at {path[:80]}; the README lists the API")
         handler = methods.get("GET" if method == "HEAD" else method)
         if handler is None:
             allowed = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
-            raise HTTPError(405, f"{path[:80]} does not take {method}; use {' or '.join(allowed)}",
+            raise HTTPError(HTTPStatus.METHOD_NOT_ALLOWED, f"{path[:80]} does not take {method}; use "
+                                                           f"{' or '.join(allowed)}",
                             headers=[("Allow", ", ".join(allowed))])
         return handler, groups
 
@@ -1587,7 +1831,7 @@ class Router:
 # Sentences for the errors http.server raises itself, before our routing runs.
 PROTOCOL_ERRORS = {
     400: "the request is malformed ({detail}); send a request line like 'GET /scores HTTP/1.1'",
-    408: "the request took too long to arrive: send it whole within 10 seconds",
+    408: f"the request took too long to arrive: send it whole within {REQUEST_DEADLINE_S} seconds",
     414: "the URL is too long (over 64 KiB); shorten it",
     431: "the request headers are too long or too many ({detail}); send fewer",
     501: "the method {method} is not supported here; use GET, HEAD or POST",
@@ -1637,6 +1881,9 @@ def redact_query(target):
     return path + sep + query
 
 
+CONTENT_LENGTH = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     """Reads requests, hands them to the App, and writes each answer in one write."""
 
@@ -1661,8 +1908,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         super().finish()
 
     def handle_one_request(self):
-        # The whole request, from waiting for its first byte to its last, must
-        # arrive by this time; the server's watchdog cuts off a late one.
+        # An idle keep-alive connection waits for its next request with no
+        # deadline; the socket timeout closes it quietly after IDLE_TIMEOUT_S.
+        if not self.rfile.peek(1):
+            self.close_connection = True
+            return
+        # From its first byte, the whole request must arrive by this time; the
+        # server's watchdog cuts off a late one.
         self.deadline = time.monotonic() + REQUEST_DEADLINE_S
         super().handle_one_request()
 
@@ -1679,12 +1931,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             if time.monotonic() >= self.deadline:
                 # Cut off by the watchdog or the socket timeout: what was read
                 # looks complete but is not, so it must not be acted on.
-                raise HTTPError(408, PROTOCOL_ERRORS[408], close=True)
+                raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, PROTOCOL_ERRORS[408], close=True)
             app.begin(self)
             body = self.read_body()
             self.deadline = None
             path, _, query = self.path.partition("?")
-            response = app.handle(Request(self.command, path, query, self.headers, body, self))
+            response = app.handle(Request(self.command, path, query, self.headers, body, self.client_address[0]))
         except HTTPError as error:
             self.close_connection = self.close_connection or error.close
             response = error_response(error.status, error.message, error.headers)
@@ -1694,11 +1946,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         except Exception:  # a bug: answer 500 and log it, the server goes on
             self.log_message("error answering %s %s:\n%s", self.command, redact_query(self.path),
                              traceback.format_exc())
-            response = error_response(500, "the server hit an unexpected error; it has been logged")
-        if response is STREAMED:
-            self.log_access(200, started)
-            return
-        self.send(response)
+            response = error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                      "the server hit an unexpected error; it has been logged")
+        try:
+            self.send(response)
+        finally:
+            response.close()
         self.log_access(response.status, started)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = dispatch
@@ -1707,21 +1960,21 @@ class RequestHandler(BaseHTTPRequestHandler):
         """The request body, read in full after strict checks of its framing."""
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            raise HTTPError(411, "chunked (Transfer-Encoding) bodies are not accepted: send a Content-Length")
+            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, "chunked (Transfer-Encoding) bodies are not accepted: send a Content-Length")
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return b""
-        if len({value.strip() for value in lengths}) > 1 or not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip()):
+        if len({value.strip() for value in lengths}) > 1 or not CONTENT_LENGTH.fullmatch(lengths[0].strip()):
             self.close_connection = True
-            raise HTTPError(400, "the Content-Length header must be one whole number of bytes")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the Content-Length header must be one whole number of bytes")
         length = int(lengths[0])
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread, so the connection cannot be reused
-            raise HTTPError(413, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
         body = self.rfile.read(length)
         if len(body) < length:
             self.close_connection = True
-            raise HTTPError(400, "the body ended before Content-Length bytes arrived")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "the body ended before Content-Length bytes arrived")
         return body
 
     def head(self, response, length=True):
@@ -1737,7 +1990,14 @@ class RequestHandler(BaseHTTPRequestHandler):
                          connection, b"\r\n"))
 
     def send(self, response):
-        """Write the whole answer with one write (two small writes would wait on the client's ACK)."""
+        """Write the answer: head and body in one write, or the head and then each chunk as it comes."""
+        if response.streamed:
+            self.close_connection = True  # the body has no length: it ends when the connection does
+            self.wfile.write(self.head(response, length=False))
+            for chunk in response.body:
+                self.wfile.write(chunk)
+            return
+        # One write: two small writes would wait on the client's ACK.
         head = self.head(response)
         self.wfile.write(head if self.command == "HEAD" else head + response.body)
 
@@ -1793,6 +2053,7 @@ class DinoServer(ThreadingHTTPServer):
         self._guard = threading.Lock()
         self._serving = False
         self._stopped = threading.Event()
+        self.notes = []  # sentences for the banner, such as a built-in game a games file replaced
         super().__init__(address, RequestHandler)
         threading.Thread(target=self._reap_late_requests, name="deadlines", daemon=True).start()
 
@@ -1860,7 +2121,8 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
                 games_file=None, log=None):
     """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    games = build_games(games_file)
+    notes = []
+    games = build_games(games_file, notes)
     try:
         server = DinoServer((host, port), quiet=quiet)
     except OSError as error:
@@ -1869,10 +2131,11 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
                                "or pick another port with --port") from None
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
-        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log)
+        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server))
     except BaseException:
         server.close()
         raise
+    server.notes = notes
     return server
 
 
@@ -1885,6 +2148,14 @@ def lan_address():
         except OSError:
             return None
     return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def join_url(server):
+    """The address children type: the LAN address when listening on every network."""
+    host, port = server.server_address[:2]
+    if host in ("0.0.0.0", "::"):
+        host = lan_address() or "localhost"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def banner(server, data_dir, token_ttl):
@@ -1900,8 +2171,9 @@ def banner(server, data_dir, token_ttl):
         shown = f"[{host}]" if ":" in host else host
         lines.append(f"  Address:           http://{shown}:{port}/")
     lines.append(f"  Data directory:    {os.path.abspath(data_dir)} "
-                 f"({len(app.leaderboard.players)} players, {len(app.accounts.users)} API users loaded)")
+                 f"({app.leaderboard.player_count()} players, {app.accounts.user_count()} API users loaded)")
     lines.append(f"  API tokens last:   {token_ttl} s (--token-ttl)")
+    lines += [f"  Note: {note}" for note in server.notes]
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
