@@ -3,15 +3,17 @@
 
 For each player count it starts ``server.py --quiet`` on a free loopback port
 with a fresh data directory holding that many players (written as a
-snapshot, one score each, so that 100,000 players take a second rather than
+snapshot by server.py's own code, one score each, so that 100,000 players take a second rather than
 a minute of POSTs), then measures each endpoint for a few seconds with 8
 keep-alive connections and prints a Markdown table for the README.
 
 Uses wrk when it is installed (``apt-get install wrk``), else a slower
-standard-library client that measures less precisely.  Standard library only.
+standard-library client that measures less precisely.  It starts the server
+with the tests' helpers from conftest.py, so run it with the test command's
+virtual environment:
 
-    python3 bench.py                      # 100, 1000 and 100000 players
-    python3 bench.py --players 1000 --duration 2
+    .venv/bin/python bench.py                      # 100, 1000 and 100000 players
+    .venv/bin/python bench.py --players 1000 --duration 2
 """
 
 import argparse
@@ -21,8 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,70 +30,40 @@ import tempfile
 import threading
 import time
 
+import server as dino
+from conftest import Proc  # the tests' server process
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONNECTIONS = 8     # like ../shared/bench/sidebyside.py: wrk -t1 -c8
 API_USERS = 1000    # users playing "random" in the /move measurement
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def write_players(data_dir, players):
-    """A snapshot (server.py's format) with ``players`` players p0, p1, ... of one score each."""
-    names = [f"p{i}" for i in range(players)]
-    ranked = sorted(range(players), key=lambda i: -(i % 50_000))
-    entries = []
-    for i in ranked:
-        entries += (i, i % 50_000, i + 1)
-    snapshot = {"format": "dino-server/1", "seq": players, "names": names, "entries": entries,
-                "users": {}, "sessions": {}, "metrics": {}}
-    with open(os.path.join(data_dir, "state.json"), "w") as file:
-        json.dump(snapshot, file)
+    """A data directory with ``players`` players p0, p1, ... of one score each, saved by server.py's own code."""
+    state = dino.State(on_change=lambda: None)
+    storage = dino.Storage(data_dir, state, log=print)
+    for i in range(players):
+        record = dino.score_record(f"p{i}", i % 50_000)
+        record["seq"] = i + 1
+        state.apply(record)
+    storage.applied_seq = players
+    storage.close()  # compacts: the snapshot is written as the server writes it
 
 
-class Server:
-    """server.py in a subprocess, as a user starts it."""
+class Server(Proc):
+    """server.py in a subprocess, as a user starts it, timed from launch to first answer."""
 
     def __init__(self, data_dir):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.process = None
+        self.started = time.perf_counter()
+        super().__init__(data_dir, data_dir)
 
-    def start(self):
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "server.py"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--data", self.data_dir, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while time.perf_counter() - started < 60:
-            try:
-                if self.request("GET", "/health-check")[0] == 200:
-                    return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.01)
-        raise RuntimeError("server.py did not answer within 60 s")
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
-
-    def rss_mib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+    def ready_after(self):
+        self.wait_ready(timeout=60)
+        return time.perf_counter() - self.started
 
     def request(self, method, path, body=None, headers=None):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        reply = self.call(method, path, body, headers)
+        return reply.status, reply.body
 
 
 # -- load generators ---------------------------------------------------------
@@ -203,7 +173,7 @@ def measure(players, duration, use_wrk):
     try:
         write_players(data_dir, players)
         server = Server(data_dir)
-        server.start()
+        server.ready_after()
         tokens = start_api_users(server, API_USERS)
         results = []
         for label, lua, make_request in workloads(players, tokens):
@@ -214,7 +184,7 @@ def measure(players, duration, use_wrk):
         rss = server.rss_mib()
         server.stop()
         restart = Server(data_dir)
-        restart_s = restart.start()
+        restart_s = restart.ready_after()
         restart.stop()
         return results, rss, restart_s
     finally:

@@ -9,14 +9,14 @@ missing browser is a failure instead.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
 import pytest
@@ -69,64 +69,140 @@ def free_port():
         return s.getsockname()[1]
 
 
-class DinoServer:
-    """server.py in a subprocess, restartable on the same port and data directory."""
+class Reply:
+    """One HTTP response: status, headers (case-insensitive) and body bytes."""
 
-    def __init__(self, data_dir, log_path):
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.proc = None
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Reply {self.status} {dict(self.headers)!r} {self.body[:400]!r}>"
+
+
+def encode_body(body, headers):
+    if isinstance(body, (dict, list)):
+        headers.setdefault("Content-Type", "application/json")
+        return json.dumps(body).encode()
+    if isinstance(body, str):
+        return body.encode()
+    return body
+
+
+def call(port, method, path, body=None, headers=None, timeout=10, source=None):
+    """Send one request on a fresh connection and read the whole answer.
+
+    ``source`` is the loopback address to send from, such as "127.0.0.2", to
+    act as another client.
+    """
+    headers = dict(headers or {})
+    data = encode_body(body, headers)
+    conn = HTTPConnection(HOST, port, timeout=timeout, source_address=(source, 0) if source else None)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def http(base, method, path, body=None):
+    """Send one request to the server at ``base``; return (status, parsed JSON body or None on an error)."""
+    reply = call(urllib.parse.urlsplit(base).port, method, path, body, timeout=5)
+    return reply.status, (json.loads(reply.body or b"null") if reply.status < 400 else None)
+
+
+def subprocess_env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PORT", None)
+    return env
+
+
+class Proc:
+    """python3 server.py as a child process, its stdout and stderr in files; restartable on its port."""
+    counter = 0
+
+    def __init__(self, workdir, data_dir, *args, quiet=True, port=None):
+        Proc.counter += 1
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir)
+        self.args = [str(a) for a in args] + (["--quiet"] if quiet else [])
+        self.out_path = self.workdir / f"server-{Proc.counter}.out"
+        self.err_path = self.workdir / f"server-{Proc.counter}.err"
+        self.p = None
+        self.launch()
 
     @property
     def url(self):
         return f"http://{HOST}:{self.port}"
 
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
-                 "--data", str(self.data_dir), "--quiet"],
-                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + SERVER_START_S
+    def launch(self):
+        cmd = [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
+               "--data", str(self.data_dir), *self.args]
+        with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
+            self.p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                      cwd=self.workdir, env=subprocess_env())
+
+    def wait_ready(self, timeout=SERVER_START_S):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server.py exited with {self.proc.returncode}:\n{self.log()}")
+            if self.p.poll() is not None:
+                raise AssertionError(f"server exited with {self.p.returncode}:\n{self.output()}")
             try:
-                with urllib.request.urlopen(self.url + "/health-check", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server.py did not answer /health-check in {SERVER_START_S} s:\n{self.log()}")
+                if self.call("GET", "/health-check", timeout=1).status == 200:
+                    return self
+            except (OSError, HTTPException):
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def start(self):
+        """Start it again after stop(), on the same port and data directory."""
+        self.launch()
+        return self.wait_ready()
+
+    def call(self, method, path, body=None, headers=None, timeout=10, source=None):
+        return call(self.port, method, path, body, headers, timeout, source)
+
+    def stdout(self):
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self):
+        return self.err_path.read_text(errors="replace")
+
+    def output(self):
+        return self.stdout() + self.stderr()
+
+    log = output
+
+    def rss_mib(self):
+        with open(f"/proc/{self.p.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def kill9(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(5)
 
     def stop(self):
         """SIGTERM, as Ctrl-C would; returns (exit code, seconds it took)."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.p is None or self.p.poll() is not None:
             return None, 0.0
         began = time.monotonic()
-        self.proc.terminate()
+        self.p.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout=10)
+            code = self.p.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
+            self.p.kill()
+            code = self.p.wait(5)
         return code, time.monotonic() - began
-
-    def log(self):
-        return Path(self.log_path).read_text(errors="replace")
-
-
-def http(base, method, path, body=None):
-    """Send one request; return (status, parsed JSON body or None)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, None
 
 
 def post_score(server, name, score):
@@ -201,8 +277,8 @@ def browser():
 
 @pytest.fixture
 def server(tmp_path):
-    dino = DinoServer(tmp_path / "data", tmp_path / "server.log")
-    dino.start()
+    """server.py in a subprocess with its own data directory."""
+    dino = Proc(tmp_path, tmp_path / "data").wait_ready()
     yield dino
     dino.stop()
 

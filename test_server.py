@@ -33,6 +33,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from conftest import Proc, Reply, call, free_port, subprocess_env
+
 REPO = Path(__file__).resolve().parent
 SERVER_PY = REPO / "server.py"
 GAME_DIR = REPO / "game"
@@ -43,43 +45,6 @@ MAX_SCORE = 10_000_000
 # --------------------------------------------------------------------------
 # HTTP helpers
 # --------------------------------------------------------------------------
-
-class Reply:
-    """One HTTP response: status, headers (case-insensitive) and body bytes."""
-
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<Reply {self.status} {dict(self.headers)!r} {self.body[:400]!r}>"
-
-
-def encode_body(body, headers):
-    if isinstance(body, (dict, list)):
-        headers.setdefault("Content-Type", "application/json")
-        return json.dumps(body).encode()
-    if isinstance(body, str):
-        return body.encode()
-    return body
-
-
-def call(port, method, path, body=None, headers=None, timeout=10):
-    """Send one request on a fresh connection and read the whole answer."""
-    headers = dict(headers or {})
-    data = encode_body(body, headers)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        return Reply(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
-
 
 def name_path(name, prefix="/score/"):
     return prefix + quote(name, safe="")
@@ -283,76 +248,6 @@ def shared(srvmod, tmp_path_factory):
 # --------------------------------------------------------------------------
 # Subprocess server
 # --------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def subprocess_env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("PORT", None)
-    return env
-
-
-class Proc:
-    """python3 server.py as a child process, its stdout and stderr in files."""
-    counter = 0
-
-    def __init__(self, workdir, data_dir, *args, quiet=True, port=None):
-        Proc.counter += 1
-        self.port = port or free_port()
-        self.data_dir = Path(data_dir)
-        self.out_path = Path(workdir) / f"server-{Proc.counter}.out"
-        self.err_path = Path(workdir) / f"server-{Proc.counter}.err"
-        cmd = [sys.executable, str(SERVER_PY), "--host", "127.0.0.1",
-               "--port", str(self.port), "--data", str(data_dir)]
-        if quiet:
-            cmd.append("--quiet")
-        cmd += [str(a) for a in args]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                      cwd=workdir, env=subprocess_env())
-
-    def wait_ready(self, timeout=15):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise AssertionError(f"server exited with {self.p.returncode}:\n{self.output()}")
-            try:
-                if call(self.port, "GET", "/health-check", timeout=1).status == 200:
-                    return self
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
-
-    def call(self, method, path, body=None, headers=None, timeout=10):
-        return call(self.port, method, path, body, headers, timeout)
-
-    def stdout(self):
-        return self.out_path.read_text(errors="replace")
-
-    def stderr(self):
-        return self.err_path.read_text(errors="replace")
-
-    def output(self):
-        return self.stdout() + self.stderr()
-
-    def kill9(self):
-        self.p.send_signal(signal.SIGKILL)
-        self.p.wait(5)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-
 
 @pytest.fixture
 def spawn(tmp_path):
