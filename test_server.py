@@ -558,6 +558,19 @@ def test_bad_name_is_refused_with_400(shared, name):
     assert shared.board() == [CANARY]
 
 
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_a_name_of_only_dots_gets_the_plain_refused_name_message(shared, name):
+    message = assert_json_error(shared.post("/score/" + name, {"score": 1}), 400)
+    assert "dots" in message and "README" not in message
+    assert assert_json_error(shared.get("/names/check?name=" + quote(name)), 400) == message
+    assert shared.board() == [CANARY]
+
+
+def test_name_check_answers_the_spelling_that_will_be_shown(shared):
+    reply = shared.get("/names/check?name=" + quote("  Mia "))
+    assert (reply.status, reply.json()) == (200, {"name": "Mia"})
+
+
 @pytest.mark.parametrize("segment", ["%FF", "%C3", "%C3%28", "%80abc", "%ED%A0%80", "%F8%88%80%80%80"],
                          ids=["ff", "truncated", "bad-continuation", "lone-continuation",
                               "Cs-surrogate", "five-byte"])
@@ -1037,6 +1050,33 @@ def test_trickling_client_is_cut_off_after_the_request_deadline(srvmod, live, mo
     assert cut_off, "a client sending one byte every 0.1 s for 20 s was never cut off"
 
 
+def test_idle_keep_alive_connection_then_a_prompt_request_is_answered(srvmod, live, monkeypatch):
+    # The deadline runs from a request's first byte, not from when the connection went quiet.
+    monkeypatch.setattr(srvmod, "REQUEST_DEADLINE_S", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+    try:
+        conn.request("GET", "/health-check")
+        assert conn.getresponse().read()
+        time.sleep(1.5)  # idle past the deadline, well within the idle timeout
+        conn.request("GET", "/health-check")
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b'{"status": "ok"}')
+    finally:
+        conn.close()
+
+
+def test_idle_keep_alive_connection_is_closed_quietly_after_the_idle_timeout(srvmod, live, monkeypatch):
+    monkeypatch.setattr(srvmod, "SOCKET_TIMEOUT_S", 1)
+    conn = RawConnection(live.port)
+    try:
+        conn.send(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.response().status == 200
+        assert conn.closed_by_server(timeout=5)
+        assert conn.buf == b"", conn.buf  # no 408 for a request that was never sent
+    finally:
+        conn.close()
+
+
 def test_connections_beyond_the_cap_get_a_json_503(srvmod, live, monkeypatch):
     monkeypatch.setattr(srvmod, "MAX_CONNECTIONS", 4)
     held = [RawConnection(live.port) for _ in range(4)]
@@ -1161,8 +1201,57 @@ def copy_data(src, tmp_path):
 
 
 def test_kill_9_leaves_every_json_file_valid(killed_journal):
-    for path in killed_journal.glob("*.json"):
-        json.loads(path.read_text())
+    files = sorted(path.name for path in killed_journal.glob("*.json*"))
+    assert files == ["journal.jsonl"], files  # the server was killed before its first compaction
+    for line in (killed_journal / "journal.jsonl").read_bytes().splitlines():
+        assert json.loads(line)["op"] == "score"
+
+
+COMPACTION_PLAYERS = 200_000  # enough that saving them takes a good fraction of a second
+
+
+@pytest.fixture(scope="module")
+def killed_in_compaction(srvmod, tmp_path_factory):
+    """A data dir whose server was killed -9 while it compacted at shutdown, with its acknowledged scores."""
+    work = tmp_path_factory.mktemp("compaction")
+    data = work / "data"
+    state = srvmod.State(on_change=lambda: None)
+    storage = srvmod.Storage(str(data), state, log=print)
+    for i in range(COMPACTION_PLAYERS):
+        record = srvmod.score_record(f"p{i}", i % 1000)
+        record["seq"] = i + 1
+        state.apply(record)
+    storage.applied_seq = COMPACTION_PLAYERS
+    storage.close()
+    proc = Proc(work, data).wait_ready()
+    for i in range(1, 5):
+        assert proc.call("POST", f"/score/k{i}", {"score": 5000 + i}).status == 200
+    proc.p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while "Stopping" not in proc.stdout() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    stopped_before_kill = proc.p.poll() is not None or "Stopped" in proc.stdout()
+    proc.kill9()
+    return data, stopped_before_kill
+
+
+def test_kill_9_during_compaction_leaves_every_json_file_valid(killed_in_compaction):
+    data, stopped_before_kill = killed_in_compaction
+    assert not stopped_before_kill, "the server finished compacting before the kill; use more players"
+    snapshot = json.loads((data / "state.json").read_bytes())
+    assert snapshot["format"] == "dino-server/1"
+    journal = (data / "journal.jsonl").read_bytes().splitlines()
+    assert len(journal) in (0, 4)  # emptied only once the new snapshot was in place
+    for line in journal:
+        assert json.loads(line)["op"] == "score"
+
+
+def test_kill_9_during_compaction_keeps_every_acknowledged_score(killed_in_compaction, tmp_path, start):
+    data, _ = killed_in_compaction
+    live = start(copy_data(data, tmp_path))
+    assert live.board("?limit=4") == [{"name": f"k{i}", "score": 5000 + i} for i in (4, 3, 2, 1)]
+    assert len(live.get("/players").json()) == COMPACTION_PLAYERS + 4
 
 
 def test_kill_9_keeps_the_acknowledged_scores(killed_journal, tmp_path, start):
@@ -2503,6 +2592,104 @@ def test_bad_plugin_raises_startup_error_in_process(srvmod, tmp_path):
     assert "bad_games.py" in str(refused.value)
 
 
+# A games file in the second design's style, unchanged: an abstract base with
+# the three methods and no name, and a game whose id is the instance's name.
+SECOND_DESIGN_GAMES = '''
+from abc import ABC, abstractmethod
+
+
+class Game(ABC):
+    @abstractmethod
+    def start(self):
+        """Return the first state."""
+
+    @abstractmethod
+    def move(self, m, state):
+        """Return the state after the player's move m."""
+
+    @abstractmethod
+    def status(self, state):
+        """1 won, 0 lost, 2 still playing."""
+
+
+class Tens(Game):
+    """Start at 10 and add your move: reach a multiple of 10 to win, land on 4 mod 10 to lose."""
+
+    def __init__(self):
+        self.name = "random"
+
+    def start(self):
+        return 10
+
+    def move(self, m, state):
+        return state + int(m)
+
+    def status(self, state):
+        if state % 10 == 0:
+            return 1
+        if state % 10 == 4:
+            return 0
+        return 2
+'''
+
+
+@pytest.fixture
+def second_design(start, tmp_path):
+    path = tmp_path / "second_design_games.py"
+    path.write_text(SECOND_DESIGN_GAMES)
+    live = start(games_file=str(path))
+    token = live.create("tens-player")
+    return live, token
+
+
+def form(live, path, **fields):
+    """POST a form body, as the second design's clients do, token in the token field."""
+    return live.call("POST", path, urlencode(fields),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def test_second_design_game_replaces_the_built_in_game_of_its_name(second_design):
+    live, _ = second_design
+    games = live.get("/games").json()
+    assert [game["id"] for game in games].count("random") == 1
+    tens = next(game for game in games if game["id"] == "random")
+    assert "multiple of 10" in tens["description"]
+
+
+def test_second_design_game_plays_to_a_win_with_form_bodies(second_design):
+    live, token = second_design
+    started = form(live, "/start", game_id="random", token=token)
+    assert (started.status, started.json()["state"]) == (200, 10)
+    step = form(live, "/move", game_id="random", move="3", token=token).json()
+    assert (step["state"], step["outcome"]) == (13, None)
+    final = form(live, "/move", game_id="random", move="7", token=token).json()
+    assert (final["state"], final["outcome"]) == (20, "win")
+    assert final["stats"] == {"win": 1, "lose": 0, "total": 1}
+
+
+def test_second_design_game_is_lost_at_four_mod_ten(second_design):
+    live, token = second_design
+    form(live, "/start", game_id="random", token=token)
+    final = form(live, "/move", game_id="random", move="4", token=token).json()
+    assert (final["state"], final["outcome"]) == (14, "lose")
+    assert final["stats"] == {"win": 0, "lose": 1, "total": 1}
+
+
+def test_banner_says_which_built_in_game_a_games_file_replaces(spawn, tmp_path):
+    path = tmp_path / "second_design_games.py"
+    path.write_text(SECOND_DESIGN_GAMES)
+    proc = spawn(tmp_path / "data", "--games", path)
+    assert f"game 'random' from {path} replaces the built-in one" in proc.stdout()
+
+
+def test_two_games_with_one_id_in_one_file_stop_startup(tmp_path):
+    path = tmp_path / "twice_games.py"
+    path.write_text(SECOND_DESIGN_GAMES + "\n\nclass Again(Tens):\n    pass\n")
+    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+                        "--data", tmp_path / "data", "--quiet", "--games", path)
+    assert_one_line_startup_error(result, "twice_games.py", "'random'")
+
+
 # ==========================================================================
 # Extra endpoints from CONTRACT.md: /players and /events
 # ==========================================================================
@@ -2599,7 +2786,8 @@ def test_readme_bot_wins_guess_the_number(live, tmp_path):
     script.write_text(bot.replace("http://localhost:8080", f"http://127.0.0.1:{live.port}"))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("win {'win': 1, 'lose': 0, 'total': 1}")
+    # The stats come from GET /status with parameters in the query string.
+    assert result.stdout == "win {'win': 1, 'lose': 0, 'total': 1}\n"
 
 
 def test_readme_example_game_is_offered_and_plays_to_an_outcome(start, tmp_path):
