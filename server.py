@@ -4,10 +4,15 @@
 One file, standard library only.  Start it with ``python3 server.py`` and open
 the address it prints.  ``python3 server.py --help`` lists the options.
 
-The file reads top to bottom in dependency order: constants and limits,
-errors, validation, storage (journal, snapshot, group commit), the
-leaderboard, users and tokens, games (the plugin protocol and the built-in
-games), routes, the request handler, the server's lifecycle, and ``main``.
+The file reads top to bottom in dependency order, one banner a section:
+
+  constants and limits; errors; validation of names and bodies;
+  storage (the locks, the file formats, the journal records, group commit);
+  the leaderboard; users, tokens and game sessions;
+  games (the plugin protocol, the built-in games, loading a games file);
+  responses; the request; static pages; the event stream;
+  the app (the routes' handlers); the route table;
+  the request handler; the server's lifecycle; and ``main``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,11 @@ class HTTPError(Exception):
         self.close = close
 
 
+def bad_request(message):
+    """The 400 for input the server refuses; ``message`` says how to fix it."""
+    return HTTPError(HTTPStatus.BAD_REQUEST, message)
+
+
 class StartupError(Exception):
     """The server cannot start; the message says what to do."""
 
@@ -134,24 +144,24 @@ def decode_path_segment(segment, what="name"):
     try:
         return urllib.parse.unquote(segment, errors="strict")
     except UnicodeDecodeError:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
+        raise bad_request(f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
 
 
 def clean_name(raw, what="name"):
     """Return a name normalised to NFC and trimmed, or refuse it with 400."""
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
+        raise bad_request(f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
     if len(name) > MAX_NAME_CHARS:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is {len(name)} characters long: use at most {MAX_NAME_CHARS}")
+        raise bad_request(f"the {what} is {len(name)} characters long: use at most {MAX_NAME_CHARS}")
     if not name.strip("."):
         # A browser turns /score/. and /score/.. into other paths, so such a
         # name could never be looked up again.
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} is only dots: use letters or digits too")
+        raise bad_request(f"the {what} is only dots: use letters or digits too")
     for char in name:
         if unicodedata.category(char) in REFUSED_NAME_CATEGORIES:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
-                                 "use letters, digits, spaces and punctuation")
+            raise bad_request(f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
+                              "use letters, digits, spaces and punctuation")
     return name
 
 
@@ -169,20 +179,20 @@ def parse_json(body):
     try:
         return json.loads(body, parse_constant=_refuse_json_constant)
     except UnicodeDecodeError:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, "the body is not UTF-8 text") from None
+        raise bad_request("the body is not UTF-8 text") from None
     except RecursionError:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, "the body is JSON nested too deeply") from None
+        raise bad_request("the body is JSON nested too deeply") from None
     except ValueError as error:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON ({error})") from None
+        raise bad_request(f"the body is not valid JSON ({error})") from None
 
 
 def parse_json_object(body, example):
     """Parse a body that must be one JSON object; ``example`` shows a good one."""
     if not body.strip():
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body is empty: send a JSON object like {example}")
+        raise bad_request(f"the body is empty: send a JSON object like {example}")
     value = parse_json(body)
     if not isinstance(value, dict):
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object like {example}, not {json_type(value)}")
+        raise bad_request(f"the body must be a JSON object like {example}, not {json_type(value)}")
     return value
 
 
@@ -213,13 +223,13 @@ def parse_score(body):
     example = '{"score": 120}'
     value = parse_json_object(body, example).get("score", _MISSING)
     if value is _MISSING:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f'the body has no "score": send {example}')
+        raise bad_request(f'the body has no "score": send {example}')
     if isinstance(value, str) and SCORE_DIGITS.fullmatch(value):
         value = int(value)  # the first design's page sends the number as a string of digits
     if isinstance(value, bool) or not isinstance(value, int):
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
+        raise bad_request(f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
     if not 0 <= value <= MAX_SCORE:
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f'"score" must be from 0 to {MAX_SCORE}; {value} is out of range')
+        raise bad_request(f'"score" must be from 0 to {MAX_SCORE}; {value} is out of range')
     return value
 
 
@@ -234,8 +244,8 @@ def parse_count(query, field, default):
     if raw is None:
         return default
     if not COUNT_DIGITS.fullmatch(raw):
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"{field} must be a whole number from 0 to {10 ** MAX_COUNT_DIGITS - 1}, "
-                             f"not {raw[:20]!r}")
+        raise bad_request(f"{field} must be a whole number from 0 to {10 ** MAX_COUNT_DIGITS - 1}, "
+                          f"not {raw[:20]!r}")
     return int(raw)
 
 
@@ -513,7 +523,8 @@ class Storage:
             if self.closed:
                 raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment")
             if self.journal.broken:
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server cannot write to its data directory and has stopped "
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                "the server cannot write to its data directory and has stopped "
                                      "taking changes; reads still work. Restart it once the disk is fixed")
             record["seq"] = self.next_seq
             self.next_seq += 1
@@ -545,7 +556,8 @@ class Storage:
                 pending.result = self.state.apply(pending.record)
                 self.applied_seq = pending.record["seq"]
             else:
-                pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server could not save that ({error.strerror or error}); "
+                pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                          f"the server could not save that ({error.strerror or error}); "
                                                "nothing was changed: try again later")
             pending.done = True
         if error is not None:
@@ -1344,7 +1356,7 @@ class Request:
                     try:
                         text = self.body.decode("utf-8")
                     except UnicodeDecodeError:
-                        raise HTTPError(HTTPStatus.BAD_REQUEST, "the form body is not UTF-8 text") from None
+                        raise bad_request("the form body is not UTF-8 text") from None
                     params.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
             self._params = params
         return self._params
@@ -1352,8 +1364,8 @@ class Request:
     def param(self, name, example):
         value = self.params().get(name)
         if value is None or value == "":
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"missing parameter {name!r}: add {name}={example} "
-                                                    "(query string, form or JSON body)")
+            raise bad_request(f"missing parameter {name!r}: add {name}={example} "
+                              "(query string, form or JSON body)")
         return value
 
 
@@ -1666,10 +1678,10 @@ class App:
         else:
             token = request.params().get("token") or request.params().get("user_token")
         if not token:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "missing token: send 'Authorization: Bearer <token>' (or a "
-                                                    "token parameter); get a token with POST /create/<username>")
+            raise bad_request("missing token: send 'Authorization: Bearer <token>' (or a "
+                              "token parameter); get a token with POST /create/<username>")
         if not isinstance(token, str):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "the token must be a string")
+            raise bad_request("the token must be a string")
         with self.storage.read():
             user_id = self.accounts.find(token)
             expires_at = user_id and self.accounts.expires_at(user_id)
@@ -1715,7 +1727,7 @@ class App:
         game = self.find_game(request)
         move = request.params().get("move")
         if move is None or move == "":
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"missing parameter 'move'; in {game.id} a move is {game.moves}")
+            raise bad_request(f"missing parameter 'move'; in {game.id} a move is {game.moves}")
         with self._move_lock(user_id, game.id):
             state, _ = self._session(user_id, game)
             rng = new_rng()
@@ -1737,7 +1749,7 @@ class App:
             json.dumps(value)
             return value
         except IllegalMove as illegal:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"illegal move: {illegal} (how to move: {game.moves})") from None
+            raise bad_request(f"illegal move: {illegal} (how to move: {game.moves})") from None
         except Exception:  # a plugin may fail in any way
             self.log(f"game {game.id!r} failed in {what}():\n{traceback.format_exc()}")
             raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -1830,12 +1842,13 @@ class Router:
 
 # Sentences for the errors http.server raises itself, before our routing runs.
 PROTOCOL_ERRORS = {
-    400: "the request is malformed ({detail}); send a request line like 'GET /scores HTTP/1.1'",
-    408: f"the request took too long to arrive: send it whole within {REQUEST_DEADLINE_S} seconds",
-    414: "the URL is too long (over 64 KiB); shorten it",
-    431: "the request headers are too long or too many ({detail}); send fewer",
-    501: "the method {method} is not supported here; use GET, HEAD or POST",
-    505: "the HTTP version is not supported; use HTTP/1.1",
+    HTTPStatus.BAD_REQUEST: "the request is malformed ({detail}); send a request line like 'GET /scores HTTP/1.1'",
+    HTTPStatus.REQUEST_TIMEOUT: f"the request took too long to arrive: send it whole within "
+                                f"{REQUEST_DEADLINE_S} seconds",
+    HTTPStatus.REQUEST_URI_TOO_LONG: "the URL is too long (over 64 KiB); shorten it",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "the request headers are too long or too many ({detail}); send fewer",
+    HTTPStatus.NOT_IMPLEMENTED: "the method {method} is not supported here; use GET, HEAD or POST",
+    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "the HTTP version is not supported; use HTTP/1.1",
 }
 
 _date_cache = [0, b""]
@@ -1931,7 +1944,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             if time.monotonic() >= self.deadline:
                 # Cut off by the watchdog or the socket timeout: what was read
                 # looks complete but is not, so it must not be acted on.
-                raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, PROTOCOL_ERRORS[408], close=True)
+                raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, PROTOCOL_ERRORS[HTTPStatus.REQUEST_TIMEOUT], close=True)
             app.begin(self)
             body = self.read_body()
             self.deadline = None
@@ -1960,21 +1973,23 @@ class RequestHandler(BaseHTTPRequestHandler):
         """The request body, read in full after strict checks of its framing."""
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            raise HTTPError(HTTPStatus.LENGTH_REQUIRED, "chunked (Transfer-Encoding) bodies are not accepted: send a Content-Length")
+            raise HTTPError(HTTPStatus.LENGTH_REQUIRED,
+                            "chunked (Transfer-Encoding) bodies are not accepted: send a Content-Length")
         lengths = self.headers.get_all("Content-Length") or []
         if not lengths:
             return b""
         if len({value.strip() for value in lengths}) > 1 or not CONTENT_LENGTH.fullmatch(lengths[0].strip()):
             self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "the Content-Length header must be one whole number of bytes")
+            raise bad_request("the Content-Length header must be one whole number of bytes")
         length = int(lengths[0])
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread, so the connection cannot be reused
-            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
         body = self.rfile.read(length)
         if len(body) < length:
             self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "the body ended before Content-Length bytes arrived")
+            raise bad_request("the body ended before Content-Length bytes arrived")
         return body
 
     def head(self, response, length=True):

@@ -2691,7 +2691,7 @@ def test_two_games_with_one_id_in_one_file_stop_startup(tmp_path):
 
 
 # ==========================================================================
-# Extra endpoints from CONTRACT.md: /players and /events
+# Our own endpoints beyond the seed's: /players and /events
 # ==========================================================================
 
 def test_players_lists_each_player_best_first_with_rank(live):
