@@ -225,7 +225,8 @@ def test_only_the_top_ten_children_are_shown(server, open_tab):
 def test_new_score_appears_on_an_open_board_without_reload(server, open_tab):
     post_score(server, "Bea", 300)
     page = open_board(open_tab).page
-    expect(page.locator("#live")).to_have_text("Live")
+    expect(page.locator("#leaderboard .name")).to_have_text(["Bea"])
+    expect(page.locator("#live")).to_have_text("Live")     # the stream is open
     page.evaluate("window.__sameDocument = true")
     post_score(server, "Rutu", 120)
     expect(page.locator("#leaderboard li").nth(1).locator(".name")).to_have_text("Rutu", timeout=LIVE_MS)
