@@ -227,3 +227,17 @@ def test_python_port_replays_every_run_as_the_page_does(sim):
         page += sim.evaluate(REPLAY_JS, runs[start:start + JS_BATCH])
     for index, (mine, theirs) in enumerate(zip(python, page)):
         assert mine == theirs, f"run {index} ({runs[index]['seed']}, width {runs[index]['width']}) differs"
+
+
+@pytest.mark.parametrize("inputs", [
+    [[5, 1, 0], [5, 0, 0]],          # the same tick twice
+    [[9, 1, 0], [4, 0, 0]],          # ticks going back
+    [[0, 2, 0]],                     # a key is 0 or 1
+    [[0, True, 0]],                  # ... not a boolean
+    [[0, 1]],                        # three numbers to an input
+    "[[0, 1, 0]]",                   # a list, not its JSON text
+])
+def test_python_port_refuses_malformed_inputs(inputs):
+    config = sim_port.load_config(PAGE_HTML.read_text(encoding="utf-8"))
+    with pytest.raises(ValueError):
+        sim_port.replay(config, 1, 600, inputs, 600)
