@@ -847,9 +847,46 @@ def test_too_many_headers_is_a_json_431(live):
     assert_json_error(raw_exchange(live.port, request), 431)
 
 
-def test_header_line_over_65536_bytes_is_a_json_431(live):
+def test_header_line_over_64_kib_is_a_json_431(live):
     request = b"GET /health-check HTTP/1.1\r\n" + b"X-Long: " + b"a" * (65537 - 8)
     assert_json_error(raw_exchange(live.port, request), 431)
+
+
+@pytest.mark.parametrize("request_bytes, why", [
+    (b"GET /health-check HTTP/1.1\r\nHost : x\r\n\r\n", "white space before the colon"),
+    (b"GET /health-check HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", "NUL in a value"),
+    (b"GET /health-check HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", "CR in a value"),
+    (b"GET /health-check HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "obs-fold"),
+    (b"GET /score/r\xc3\xbctu HTTP/1.1\r\nHost: x\r\n\r\n", "non-ASCII byte in the target"),
+    (b"GET /health-check HTTP/1.1\r\n: x\r\n\r\n", "empty header name"),
+    (b"GET  /health-check HTTP/1.1\r\nHost: x\r\n\r\n", "two spaces in the request line"),
+], ids=["space-before-colon", "nul", "cr", "obs-fold", "non-ascii-target", "empty-name", "double-space"])
+def test_malformed_header_or_target_is_a_json_400(live, request_bytes, why):
+    assert_json_error(raw_exchange(live.port, request_bytes), 400)
+    assert live.get("/health-check").status == 200
+
+
+def test_ninety_headers_of_700_bytes_are_a_json_431(live):
+    request = b"GET /health-check HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 700) for i in range(90))
+    assert_json_error(raw_exchange(live.port, request + b"\r\n"), 431)
+
+
+def test_one_header_of_20_kb_is_a_json_431(live):
+    request = b"GET /health-check HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert_json_error(raw_exchange(live.port, request), 431)
+
+
+def test_header_block_just_under_16_kib_is_accepted(live):
+    filler = b"X-Fill: " + b"a" * (16 * 1024 - 200) + b"\r\n"
+    reply = raw_exchange(live.port, b"GET /health-check HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
+    assert reply.status == 200
+
+
+def test_header_names_match_in_any_case(live):
+    reply = raw_exchange(live.port, b"POST /score/cased HTTP/1.1\r\nhOST: x\r\ncONTENT-lENGTH: 12\r\n\r\n"
+                                    b'{"score": 3}')
+    assert reply.status == 200
+    assert live.scores_of("cased") == [3]
 
 
 def test_unknown_method_is_a_json_501(live):
