@@ -440,6 +440,22 @@ def test_player_page_keeps_updating_when_the_event_stream_fails(server, open_tab
     expect(tab.page.locator("#chart .value").first).to_have_text("999", timeout=5000)
 
 
+def test_player_page_goes_live_again_after_the_server_turned_its_stream_away(server, open_tab):
+    turned_away = []
+
+    def events(route):
+        if turned_away:
+            route.continue_()
+        else:   # as a server with too many open pages answers; the browser then gives up on the stream
+            turned_away.append(route.request.url)
+            route.fulfill(status=503, content_type="application/json", body='{"error": "too many live pages"}')
+
+    page = open_tab("/user", before_load=lambda page: page.route("**/events", events)).page
+    expect(page.locator("#live")).to_have_text("Reconnecting\u2026 updating every 2 s")
+    expect(page.locator("#live")).to_have_text("Live", timeout=6000)   # reopened after 3 s
+    assert len(turned_away) == 1
+
+
 def test_player_page_fits_a_phone_screen_without_sideways_scrolling(server, open_tab):
     seed_rutu_and_bea(server)
     post_score(server, "A player with a name of 32 chars", 5)
