@@ -229,9 +229,25 @@ def test_name_is_remembered_after_a_reload(server, open_tab):
 def test_name_the_server_would_refuse_gets_an_inline_message(server, open_tab):
     page = open_tab("/").page
     page.fill("#name", "x" * 33)
-    expect(page.locator("#name-error")).not_to_have_text("")
+    # The server's own sentence, once typing pauses: the page has no name rules of its own.
+    expect(page.locator("#name-error")).to_have_text("the name is 33 characters long: use at most 32")
+    expect(page.locator("#name")).to_have_attribute("aria-invalid", "true")
     page.fill("#name", "Rutu")
     expect(page.locator("#name-error")).to_have_text("")
+    expect(page.locator("#name")).to_have_attribute("aria-invalid", "false")
+
+
+def test_name_field_says_nothing_when_the_server_cannot_check_names(server, open_tab):
+    def not_found(route):   # as a server from before /names/check answers
+        route.fulfill(status=404, content_type="application/json", body='{"error": "no such page"}')
+
+    page = open_tab("/", before_load=lambda page: page.route("**/names/check?*", not_found)).page
+    with page.expect_response("**/names/check?*") as answer:
+        page.fill("#name", "x" * 33)
+    assert answer.value.status == 404
+    page.wait_for_timeout(300)   # time for the answer to be shown, if the page showed one
+    expect(page.locator("#name-error")).to_have_text("")
+    expect(page.locator("#name")).to_have_attribute("aria-invalid", "false")
 
 
 def test_score_under_a_refused_name_says_it_was_not_saved(server, open_tab):
@@ -239,7 +255,8 @@ def test_score_under_a_refused_name_says_it_was_not_saved(server, open_tab):
     page.fill("#name", "x" * 33)
     start_game(page)
     wait_for_crash(page)
-    expect(page.locator("#save-status")).to_contain_text("not saved")
+    expect(page.locator("#save-status")).to_contain_text("not saved: the name is 33 characters long")
+    expect(page.locator("#name")).to_have_value("x" * 33)   # kept, for the child to fix
     assert http(server.url, "GET", "/scores")[1] == []
 
 
