@@ -24,6 +24,69 @@ def expect_on_leaderboard(page, name, score, timeout=LIVE_MS):
     expect(row.locator(".score")).to_have_text(str(score), timeout=timeout)
 
 
+# Every visible piece of text on the page (text nodes, input values, placeholders, ::before
+# content) with the WCAG contrast ratio of its colour against the background it is painted on:
+# the element's and its ancestors' background colours, composited over white.
+CONTRAST_OF_EVERY_TEXT = """() => {
+  const parse = css => {
+    const m = css.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) throw new Error('unexpected colour ' + css);
+    const [r, g, b, a] = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return [r, g, b, a === undefined ? 1 : a];
+  };
+  const over = (top, under) => [0, 1, 2].map(i => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const luminance = rgb => {
+    const [r, g, b] = rgb.slice(0, 3).map(v => {
+      const c = v / 255;
+      return c <= 0.04045 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const background = el => {
+    const layers = [];
+    for (let node = el; node; node = node.parentElement) layers.push(parse(getComputedStyle(node).backgroundColor));
+    return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);
+  };
+  const ratio = (fg, bg) => {
+    const [hi, lo] = [luminance(fg), luminance(bg)].sort((x, y) => y - x);
+    return (hi + 0.05) / (lo + 0.05);
+  };
+  const shown = el => {
+    const box = el.getBoundingClientRect();
+    return el.checkVisibility({ opacityProperty: true, visibilityProperty: true }) && box.width > 1 && box.height > 1;
+  };
+  const results = [];
+  const check = (el, what, colour) => {
+    const bg = background(el);
+    const fg = over(parse(colour), bg);
+    results.push({ what: what, ratio: Math.round(ratio(fg, bg) * 100) / 100, colour: colour,
+                   background: 'rgb(' + bg.slice(0, 3).map(Math.round).join(', ') + ')' });
+  };
+  for (const el of document.body.querySelectorAll('*')) {
+    if (!shown(el)) continue;
+    const label = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : '');
+    const ownText = [...el.childNodes].some(n => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+    if (ownText) check(el, label + ' "' + el.textContent.trim().slice(0, 30) + '"', getComputedStyle(el).color);
+    if (el.matches('input') && el.value) check(el, label + ' value', getComputedStyle(el).color);
+    if (el.matches('input[placeholder]') && !el.value) {
+      check(el, label + ' placeholder', getComputedStyle(el, '::placeholder').color);
+    }
+    const before = getComputedStyle(el, '::before');
+    if (before.content && before.content !== 'none' && before.content !== 'normal') {
+      check(el, label + '::before ' + before.content, before.color);
+    }
+  }
+  return results;
+}"""
+
+
+def texts_below_aa_contrast(page):
+    """(every text checked, those under the 4.5:1 that WCAG AA asks of body text)."""
+    checked = page.evaluate(CONTRAST_OF_EVERY_TEXT)
+    assert checked, "no visible text was found to check"
+    return checked, [text for text in checked if text["ratio"] < 4.5]
+
+
 def seed_rutu_and_bea(server):
     """Rutu: six scores, so five are kept; Bea: the two best scores on the board."""
     for score in (533, 91, 341, 214, 12, 300):
@@ -260,6 +323,21 @@ def test_score_under_a_refused_name_says_it_was_not_saved(server, open_tab):
     assert http(server.url, "GET", "/scores")[1] == []
 
 
+def test_every_text_on_the_game_page_has_aa_contrast(server, open_tab):
+    seed_rutu_and_bea(server)
+    tab = open_tab("/")
+    page = tab.page
+    page.fill("#name", "Rutu")
+    expect(page.locator("#leaderboard li.mine")).to_have_count(5)   # own rows: white on ink
+    checked, low = texts_below_aa_contrast(page)
+    assert low == [], f"under 4.5:1 out of {len(checked)} texts checked"
+
+    page.fill("#name", "x" * 33)                                     # a refusal, in red
+    expect(page.locator("#name-error")).not_to_have_text("")
+    checked, low = texts_below_aa_contrast(page)
+    assert low == [], f"under 4.5:1 out of {len(checked)} texts checked"
+
+
 def test_mute_is_remembered_after_a_reload(server, open_tab):
     page = open_tab("/").page
     before = page.get_attribute("#mute", "aria-pressed")
@@ -471,6 +549,16 @@ def test_player_page_goes_live_again_after_the_server_turned_its_stream_away(ser
     expect(page.locator("#live")).to_have_text("Reconnecting\u2026 updating every 2 s")
     expect(page.locator("#live")).to_have_text("Live", timeout=6000)   # reopened after 3 s
     assert len(turned_away) == 1
+
+
+def test_every_text_on_the_player_page_has_aa_contrast(server, open_tab):
+    seed_rutu_and_bea(server)
+    page = open_tab("/user?name=Rutu").page
+    expect(page.locator("#chart .value")).to_have_count(5)
+    expect(page.locator("#players a[aria-current=true]")).to_have_count(1)   # the picked row: white on ink
+    expect(page.locator("#live")).to_have_text("Live")
+    checked, low = texts_below_aa_contrast(page)
+    assert low == [], f"under 4.5:1 out of {len(checked)} texts checked"
 
 
 def test_player_page_fits_a_phone_screen_without_sideways_scrolling(server, open_tab):
