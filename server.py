@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
+import collections
 import contextlib
 import errno
 import hashlib
@@ -27,6 +28,7 @@ import hmac
 import importlib.util
 import inspect
 import itertools
+import math
 import json
 import os
 import random
@@ -50,6 +52,10 @@ try:
     import fcntl  # Unix: lets us refuse a second server on the same data directory
 except ImportError:  # Windows has no fcntl; the data directory is then not locked
     fcntl = None
+try:
+    import resource  # Unix: the open-file limit, which caps how many connections we can hold
+except ImportError:
+    resource = None
 
 __version__ = "1.0"
 SERVER_NAME = f"DinoServer/{__version__}"  # the Server header
@@ -84,6 +90,8 @@ REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arri
 SOCKET_TIMEOUT_S = REQUEST_DEADLINE_S  # a client silent this long is dropped; never shorter than the deadline
 IDLE_TIMEOUT_S = SOCKET_TIMEOUT_S      # an idle keep-alive connection is closed, quietly, after this
 MAX_CONNECTIONS = 256          # beyond this new connections get 503, so slow clients cannot exhaust threads
+RESERVED_FILES = 64            # descriptors kept back from connections: data files, pages, the listener
+OPEN_FILES_WANTED = 4096       # raise the soft open-file limit this far, when the hard limit allows
 LISTEN_BACKLOG = 128           # a class of 30 opening the page at the same moment
 SHUTDOWN_DRAIN_S = 1.2         # Ctrl-C waits this long for requests in flight, then compacts and exits
 
@@ -98,6 +106,17 @@ PUBLIC_ID_BYTES = 4            # the short id that tells same-named users apart 
 MAX_GAME_ID_CHARS = 32         # a game id is short and URL-friendly
 MAX_MOVE_CHARS = 40            # a move written as text ("50", "2:3") is a few characters
 MOVE_LOCK_STRIPES = 256        # moves on one user and game are serialised by one of these locks
+
+# Per client (a remote address).  A class of 30 never notices these; one
+# child's script is stopped long before it reaches any global cap above.
+CONNECTIONS_PER_CLIENT = 32    # a browser opens at most 6 per server; a few tabs and a bot or two fit
+STREAMS_PER_CLIENT = 4         # live pages (/events): a child with a few tabs, never the whole class's slots
+SCORE_POSTS = (10, 6)          # a token bucket (burst, seconds per token): a post after every game (5 s at
+                               # the least) plus a few queued offline runs at once, not hundreds a minute
+NEW_NAMES = (6, 120)           # a shared tablet seats a few children at once, then one new name every 2 min
+NEW_USERS = (20, 10)           # a student starting several bots at once, then one every 10 s
+MOVES = (200, 0.01)            # 100 moves a second after a burst of 200: bots playing thousands of games
+MAX_TRACKED_CLIENTS = 65_536   # bounds the memory of the per-client tables (about 10 MB at the most)
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
 LISTING_CACHE_ENTRIES = 64            # cached /scores and /players answers per leaderboard version
@@ -257,6 +276,50 @@ def parse_count(query, field, default):
 def parse_paging(query):
     """The ``offset`` and ``limit`` of a listing (limit None: to the end)."""
     return parse_count(query, "offset", 0), parse_count(query, "limit", None)
+
+
+# ---------------------------------------------------------------------------
+# Per-client limits
+# ---------------------------------------------------------------------------
+
+class ClientLimits:
+    """Token buckets per client and kind of request, so one client cannot spoil it for the others.
+
+    A kind is ``(burst, seconds per token)``: a client may do ``burst`` at
+    once, then one more each time a token comes back.  Past that it gets 429
+    with Retry-After.  Turned off (``enabled=False``) for load tests.
+    """
+
+    def __init__(self, enabled=True, clock=time.monotonic):
+        self.enabled = enabled
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets = {}  # (kind, client) -> (tokens, monotonic time of the last update)
+
+    def take(self, kind, client, what):
+        """Spend one token of ``kind`` for ``client``, or refuse with 429 saying ``what`` was too many."""
+        if not self.enabled:
+            return
+        burst, every_s = kind
+        now = self.clock()
+        with self._lock:
+            tokens, stamp = self._buckets.pop((kind, client), (burst, now))
+            tokens = min(burst, tokens + (now - stamp) / every_s)
+            if tokens < 1:
+                self._buckets[(kind, client)] = (tokens, now)
+                wait_s = math.ceil((1 - tokens) * every_s)
+                raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
+                                f"too many {what} from this device: try again in {wait_s} s",
+                                headers=[("Retry-After", str(wait_s))])
+            self._buckets[(kind, client)] = (tokens - 1, now)  # re-inserted: the dict stays oldest first
+            if len(self._buckets) > MAX_TRACKED_CLIENTS:
+                self._forget_oldest()
+
+    def _forget_oldest(self):
+        # The oldest buckets have had the longest to refill, so forgetting them
+        # costs their clients least.
+        for key in list(itertools.islice(self._buckets, len(self._buckets) // 4)):
+            del self._buckets[key]
 
 
 # ---------------------------------------------------------------------------
@@ -1445,10 +1508,12 @@ def page_security_headers(body):
 class Broadcaster:
     """Tells open /events streams that the leaderboard changed."""
 
-    def __init__(self):
+    def __init__(self, limit_clients=True):
         self._cond = threading.Condition()
         self.version = 0
         self.subscribers = 0
+        self.by_client = collections.Counter()  # open streams per client
+        self.limit_clients = limit_clients
         self.closing = False
 
     def changed(self):
@@ -1456,16 +1521,26 @@ class Broadcaster:
             self.version += 1
             self._cond.notify_all()
 
-    def subscribe(self):
+    def subscribe(self, client):
+        """Take a stream slot for ``client``, or refuse with 429 (this client's share) or 503 (all taken)."""
         with self._cond:
+            if self.limit_clients and self.by_client[client] >= STREAMS_PER_CLIENT:
+                raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
+                                f"this device has {STREAMS_PER_CLIENT} live pages open, its share; the page "
+                                "falls back to refreshing every few seconds", headers=[("Retry-After", "30")])
             if self.subscribers >= MAX_SUBSCRIBERS:
-                return False
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
+                                "the page falls back to refreshing every few seconds")
             self.subscribers += 1
-            return True
+            self.by_client[client] += 1
 
-    def unsubscribe(self):
+    def unsubscribe(self, client):
         with self._cond:
             self.subscribers -= 1
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
 
     def wait(self, seen, timeout):
         """The version once it differs from ``seen`` (or after ``timeout``); None when closing."""
@@ -1486,8 +1561,9 @@ class EventStream:
     ``close``, which the handler calls however the answer ends.
     """
 
-    def __init__(self, broadcaster):
+    def __init__(self, broadcaster, client):
         self.broadcaster = broadcaster
+        self.client = client
         self.closed = False
 
     def __iter__(self):
@@ -1507,7 +1583,7 @@ class EventStream:
     def close(self):
         if not self.closed:
             self.closed = True
-            self.broadcaster.unsubscribe()
+            self.broadcaster.unsubscribe(self.client)
 
 
 # ---------------------------------------------------------------------------
@@ -1521,12 +1597,13 @@ def new_rng():
 class App:
     """The routes' handlers, over the storage, the games and the live-update broadcaster."""
 
-    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None):
+    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None, client_limits=True):
         self.log = log
         self.token_ttl = token_ttl
         self.games = games if games is not None else build_games()
         self.join_url = join_url
-        self.broadcaster = Broadcaster()
+        self.limits = ClientLimits(client_limits)
+        self.broadcaster = Broadcaster(client_limits)
         self.state = State(on_change=self.broadcaster.changed)
         self.storage = Storage(data_dir, self.state, log)
         self.leaderboard = self.state.leaderboard
@@ -1583,9 +1660,12 @@ class App:
     def post_score(self, request, name):
         name = clean_name(decode_path_segment(name))
         score = parse_score(request.body)
+        self.limits.take(SCORE_POSTS, request.client, "scores")
         with self.storage.read():
-            full = (not self.leaderboard.has_player(name_key(name))
-                    and self.leaderboard.player_count() >= MAX_PLAYERS)
+            new = not self.leaderboard.has_player(name_key(name))
+            full = new and self.leaderboard.player_count() >= MAX_PLAYERS
+        if new:
+            self.limits.take(NEW_NAMES, request.client, "new names")
         if full:
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
                                                             "ask the teacher to start a new data directory")
@@ -1644,16 +1724,15 @@ class App:
         """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
         if request.method == "HEAD":
             return Response(HTTPStatus.OK, b"", "text/event-stream", API_HEADERS)
-        if not self.broadcaster.subscribe():
-            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
-                            f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
-                            "the page falls back to refreshing every few seconds")
-        return Response(HTTPStatus.OK, EventStream(self.broadcaster), "text/event-stream", API_HEADERS)
+        self.broadcaster.subscribe(request.client)
+        return Response(HTTPStatus.OK, EventStream(self.broadcaster, request.client), "text/event-stream",
+                        API_HEADERS)
 
     # -- game API ----------------------------------------------------------
 
     def create_user(self, request, name):
         name = clean_name(decode_path_segment(name, "username"), "username")
+        self.limits.take(NEW_USERS, request.client, "new game-API users")
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = int(time.time())
         with self.storage.read():
@@ -1728,6 +1807,7 @@ class App:
         return json_response({"game_id": game.id, "state": shown, "stats": stats})
 
     def move(self, request):
+        self.limits.take(MOVES, request.client, "moves")
         user_id = self.authenticate(request)
         game = self.find_game(request)
         move = request.params().get("move")
@@ -2197,9 +2277,37 @@ class RequestHandler(BaseHTTPRequestHandler):
 # Server lifecycle
 # ---------------------------------------------------------------------------
 
-_BUSY_BODY = b'{"error": "the server has too many connections open; try again in a few seconds"}'
-BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+def raise_open_file_limit():
+    """Raise the soft limit on open files towards the hard one (macOS starts at 256)."""
+    if resource is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # some systems refuse; we then size to what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def connection_cap():
+    """How many connections we hold at once: MAX_CONNECTIONS, or fewer if descriptors are short."""
+    if resource is None:
+        return MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft - RESERVED_FILES))
+
+
+def busy_response(message):
+    """A whole 503 answer, sent from the accept loop before any handler runs."""
+    body = json.dumps({"error": message}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+BUSY_RESPONSE = busy_response("the server has too many connections open; try again in a few seconds")
+CLIENT_BUSY_RESPONSE = busy_response(f"this device has {CONNECTIONS_PER_CLIENT} connections open, its share; "
+                                     "close some tabs or try again in a few seconds")
 
 
 class DinoServer(ThreadingHTTPServer):
@@ -2209,17 +2317,21 @@ class DinoServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = True         # restart at once on the same port after a stop
 
-    def __init__(self, address, quiet=True):
+    def __init__(self, address, quiet=True, client_limits=True):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.quiet = quiet
+        self.client_limits = client_limits
+        self.max_connections = connection_cap()
         self.app = None
         self._connections = 0
+        self._by_client = collections.Counter()  # open connections per client address
         self._handlers = set()  # open connections, for the deadline watchdog
         self._guard = threading.Lock()
         self._serving = False
         self._stopped = threading.Event()
         self.notes = []  # sentences for the banner, such as a built-in game a games file replaced
+        self._spare_file = open(os.devnull, "rb")  # given up to answer 503 when descriptors run out
         super().__init__(address, RequestHandler)
         threading.Thread(target=self._reap_late_requests, name="deadlines", daemon=True).start()
 
@@ -2229,18 +2341,47 @@ class DinoServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_for_want_of_descriptors()
+            raise  # socketserver drops this one attempt and goes on serving
+
+    def _refuse_for_want_of_descriptors(self):
+        # The waiting connection would make accept() fail again at once, a
+        # spinning loop; with our spare descriptor freed we can take it and
+        # tell it plainly that we are busy.
+        self._spare_file.close()
+        try:
+            connection, _ = self.socket.accept()
+            with contextlib.suppress(OSError):
+                connection.sendall(BUSY_RESPONSE)
+            connection.close()
+        except OSError:
+            time.sleep(0.05)  # even the spare was not enough: let other connections close first
+        finally:
+            self._spare_file = open(os.devnull, "rb")
+
     def serve_forever(self, poll_interval=0.1):
         self._serving = True
         super().serve_forever(poll_interval)
 
     def process_request(self, request, client_address):
+        client = client_address[0]
         with self._guard:
-            busy = self._connections >= MAX_CONNECTIONS
-            if not busy:
+            refusal = None
+            if self.client_limits and self._by_client[client] >= CONNECTIONS_PER_CLIENT:
+                refusal = CLIENT_BUSY_RESPONSE
+            elif self._connections >= self.max_connections:
+                refusal = BUSY_RESPONSE
+            else:
                 self._connections += 1
-        if busy:
+                self._by_client[client] += 1
+        if refusal:
             with contextlib.suppress(OSError):  # best effort: the client learns why it is turned away
-                request.sendall(BUSY_RESPONSE)
+                request.sendall(refusal)
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -2251,6 +2392,9 @@ class DinoServer(ThreadingHTTPServer):
         finally:
             with self._guard:
                 self._connections -= 1
+                self._by_client[client_address[0]] -= 1
+                if not self._by_client[client_address[0]]:
+                    del self._by_client[client_address[0]]
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], CLIENT_GONE):
@@ -2278,26 +2422,29 @@ class DinoServer(ThreadingHTTPServer):
         if self._serving:
             self.shutdown()
         self.server_close()
+        self._spare_file.close()
         self._stopped.set()
         if self.app is not None:
             self.app.close()
 
 
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
-                games_file=None, log=None):
+                games_file=None, log=None, client_limits=True):
     """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     notes = []
     games = build_games(games_file, notes)
     try:
-        server = DinoServer((host, port), quiet=quiet)
+        raise_open_file_limit()
+        server = DinoServer((host, port), quiet=quiet, client_limits=client_limits)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise StartupError(f"port {port} on {host} is already in use: stop the other server, "
                                "or pick another port with --port") from None
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
-        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server))
+        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server),
+                         client_limits=client_limits)
     except BaseException:
         server.close()
         raise
@@ -2365,6 +2512,9 @@ def parse_args(argv):
                         help=f"how long a game-API token works after /create (default {TOKEN_TTL_S})")
     parser.add_argument("--games", metavar="FILE",
                         help="a Python file of extra games to offer (see the README's plugin protocol)")
+    parser.add_argument("--client-limits", choices=("on", "off"), default="on",
+                        help="per-device limits on connections, posts, new names and users (default on; "
+                             "off only for load tests and benchmarks from one machine)")
     args = parser.parse_args(argv)
     if args.port is None:
         raw = os.environ.get("PORT", str(DEFAULT_PORT))
@@ -2384,7 +2534,8 @@ def main(argv=None):
     # script that must find this module, not import a second copy of it.
     sys.modules.setdefault("server", sys.modules[__name__])
     try:
-        server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games)
+        server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games,
+                             client_limits=args.client_limits == "on")
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ with the final state; the game's stats count it in "total" only, neither in
 "win" nor in "lose" (see the tic-tac-toe and plugin draw tests).
 """
 import base64
+import collections
 import errno
 import hashlib
 import http.client
@@ -161,8 +162,8 @@ class Live:
                                        daemon=True)
         self.thread.start()
 
-    def call(self, method, path, body=None, headers=None, timeout=10):
-        return call(self.port, method, path, body, headers, timeout)
+    def call(self, method, path, body=None, headers=None, timeout=10, source=None):
+        return call(self.port, method, path, body, headers, timeout, source)
 
     def get(self, path, **kw):
         return self.call("GET", path, **kw)
@@ -228,6 +229,12 @@ def start(srvmod, tmp_path):
 @pytest.fixture
 def live(start):
     return start()
+
+
+@pytest.fixture
+def unlimited(start):
+    """A server with per-client limits off, for load from one address (as --client-limits off)."""
+    return start(client_limits=False)
 
 
 CANARY = {"name": "canary-player", "score": 4242}
@@ -441,7 +448,8 @@ def test_equal_scores_keep_posting_order_after_restart(start, tmp_path):
 
 
 @pytest.fixture
-def ten_scores(live):
+def ten_scores(unlimited):
+    live = unlimited
     for i in range(10):
         live.post_score(f"p{i}", 1000 - i)
     return live
@@ -1029,7 +1037,9 @@ def test_sixty_stalled_clients_do_not_block_others(live):
     stalled = []
     try:
         for i in range(60):
-            s = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            # Three addresses, so no one client passes its own connection share.
+            s = socket.create_connection(("127.0.0.1", live.port), timeout=5,
+                                         source_address=(f"127.0.0.{2 + i % 3}", 0))
             if i % 2:
                 s.sendall(b"GET /health-check HTTP/1.1\r\nHo")       # half a head
             else:
@@ -1114,8 +1124,8 @@ def test_idle_keep_alive_connection_is_closed_quietly_after_the_idle_timeout(srv
         conn.close()
 
 
-def test_connections_beyond_the_cap_get_a_json_503(srvmod, live, monkeypatch):
-    monkeypatch.setattr(srvmod, "MAX_CONNECTIONS", 4)
+def test_connections_beyond_the_cap_get_a_json_503(live):
+    live.srv.max_connections = 4
     held = [RawConnection(live.port) for _ in range(4)]
     try:
         for conn in held:
@@ -1187,7 +1197,7 @@ def posting_thread(port, tag, acked, stop):
 
 def test_kill_9_under_concurrent_writes_loses_no_acknowledged_score(spawn, tmp_path):
     data = tmp_path / "data"
-    proc = spawn(data)
+    proc = spawn(data, "--client-limits", "off")
     acked, stop = [], threading.Event()
     threads = [threading.Thread(target=posting_thread, args=(proc.port, t, acked, stop)) for t in range(6)]
     for t in threads:
@@ -1449,7 +1459,8 @@ def test_writes_work_again_once_the_disk_is_fine(start, full_disk, tmp_path):
     assert again.board() == [{"name": "disk", "score": 150}, {"name": "disk", "score": 100}]
 
 
-def test_sixteen_threads_posting_at_once_end_with_exact_results(live):
+def test_sixteen_threads_posting_at_once_end_with_exact_results(unlimited):
+    live = unlimited
     barrier = threading.Barrier(16)
     failures = []
 
@@ -1478,7 +1489,8 @@ def test_sixteen_threads_posting_at_once_end_with_exact_results(live):
     assert len(live.board()) == 16 * 5 + 5
 
 
-def test_concurrent_writes_share_fsyncs(live, srvmod, monkeypatch):
+def test_concurrent_writes_share_fsyncs(unlimited, srvmod, monkeypatch):
+    live = unlimited
     real_fsync, calls = os.fsync, []
 
     def slow_fsync(fd):  # a slow disk: 20 ms a flush, so concurrent posts queue up behind one
@@ -1598,13 +1610,13 @@ def test_port_defaults_to_the_port_environment_variable(tmp_path):
 
 def test_posting_appends_to_the_journal_without_rewriting_the_snapshot(start, tmp_path):
     data = tmp_path / "data"
-    first = start(data)
+    first = start(data, client_limits=False)
     for i in range(50):
         first.post_score(f"seed{i}", i)
     first.close()
     snapshot = data / "state.json"
     before = (snapshot.stat().st_ino, snapshot.stat().st_mtime_ns, snapshot.read_bytes())
-    live = start(data)
+    live = start(data, client_limits=False)
     journal_size = (data / "journal.jsonl").stat().st_size if (data / "journal.jsonl").exists() else 0
     for i in range(20):
         assert live.post_score(f"new{i}", i).status == 200
@@ -2348,7 +2360,8 @@ def test_acknowledged_move_survives_kill_9(spawn, tmp_path):
     assert status.json()["state"] == moved.json()["state"]
 
 
-def test_thirty_two_concurrent_bots_end_with_exact_metrics(live):
+def test_thirty_two_concurrent_bots_end_with_exact_metrics(unlimited):
+    live = unlimited
     tokens = [live.create(f"bot{i}") for i in range(32)]
     failures = []
 
@@ -2373,7 +2386,8 @@ def test_thirty_two_concurrent_bots_end_with_exact_metrics(live):
             "user": f"bot{i}", "games": {"random": {"win": 3, "lose": 0, "total": 3}}}
 
 
-def test_thirty_two_bots_on_one_user_and_game_are_serialised(live):
+def test_thirty_two_bots_on_one_user_and_game_are_serialised(unlimited):
+    live = unlimited
     token = live.create("shared")
     live.ok("POST", "/start", token, game_id="random")
     outcomes, statuses = [], []
@@ -2843,3 +2857,112 @@ def test_readme_example_game_is_offered_and_plays_to_an_outcome(start, tmp_path)
             break
     assert outcome in ("win", "lose")
     assert live.ok("GET", "/metrics", token)["games"]["rps"]["total"] == 1
+
+
+# ==========================================================================
+# Per-client limits: one child cannot spoil it for the others
+# ==========================================================================
+
+def test_three_hundred_connections_from_one_address_do_not_shut_out_another(live):
+    hoard = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", live.port), timeout=5, source_address=("127.0.0.2", 0))
+            sock.sendall(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+            hoard.append(sock)
+        started = time.monotonic()
+        reply = live.call("GET", "/", source="127.0.0.3", timeout=5)
+        assert reply.status == 200
+        assert time.monotonic() - started < 1
+        refused = hoard[-1].recv(4096)
+        assert b" 503 " in refused and b"this device has" in refused
+    finally:
+        for sock in hoard:
+            sock.close()
+
+
+def post_from(live, source, name, score):
+    return live.call("POST", name_path(name), {"score": score}, source=source)
+
+
+def test_score_posts_beyond_the_burst_get_429_with_retry_after(live):
+    statuses = [post_from(live, "127.0.0.2", "rapid", i).status for i in range(11)]
+    assert statuses == [200] * 10 + [429]
+    refused = post_from(live, "127.0.0.2", "rapid", 99)
+    message = assert_json_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "try again in" in message
+    assert post_from(live, "127.0.0.3", "other", 5).status == 200  # another device is not affected
+
+
+def test_new_names_from_one_device_are_limited_but_known_names_keep_playing(live):
+    statuses = [post_from(live, "127.0.0.2", f"kid{i}", 10).status for i in range(7)]
+    assert statuses == [200] * 6 + [429]
+    assert "new names" in assert_json_error(post_from(live, "127.0.0.2", "kid99", 10), 429)
+    assert post_from(live, "127.0.0.2", "kid0", 20).status == 200
+    assert post_from(live, "127.0.0.3", "newcomer", 5).status == 200
+
+
+def test_new_game_api_users_from_one_device_are_limited(live):
+    statuses = [live.call("POST", f"/create/bot{i}", source="127.0.0.2").status for i in range(21)]
+    assert statuses == [201] * 20 + [429]
+    assert live.call("POST", "/create/elsewhere", source="127.0.0.3").status == 201
+
+
+def test_one_device_gets_at_most_four_live_streams(live):
+    streams = []
+    try:
+        for _ in range(4):
+            conn = RawConnection(live.port)
+            conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            streams.append(conn)
+        for conn in streams:
+            while b"retry:" not in conn.buf:
+                conn._fill()
+        fifth = live.call("GET", "/events", timeout=5)
+        assert_json_error(fifth, 429)
+        other = socket.create_connection(("127.0.0.1", live.port), timeout=5, source_address=("127.0.0.3", 0))
+        other.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in other.recv(4096)
+        other.close()
+    finally:
+        for conn in streams:
+            conn.close()
+
+
+def test_a_bot_can_play_hundreds_of_moves_in_a_row(live):
+    token = live.create("busy-bot")
+    live.ok("POST", "/start", token, game_id="tictactoe")
+    statuses = []
+    for _ in range(200):
+        body = live.ok("POST", "/move", token, game_id="tictactoe",
+                       move=live.ok("GET", "/status", token, game_id="tictactoe")["state"]["free"][0])
+        statuses.append(body["stats"]["total"])
+    assert statuses[-1] >= 20  # about 3 moves a game: every move was answered 200
+
+
+def test_client_limits_off_lets_one_address_post_as_fast_as_it_likes(unlimited):
+    statuses = {post_from(unlimited, "127.0.0.2", f"load{i}", i).status for i in range(50)}
+    assert statuses == {200}
+
+
+def test_a_class_of_thirty_playing_for_twenty_minutes_never_hits_a_limit(live):
+    """Thirty devices each post a run every 10 s (a quick game) and open the page: never a 429."""
+    now = [1000.0]
+    live.srv.app.limits.clock = lambda: now[0]
+    statuses = collections.Counter()
+    for minute in range(20):
+        for tick in range(6):
+            now[0] += 10
+            for child in range(30):
+                source = f"127.0.1.{child + 1}"
+                statuses[post_from(live, source, f"child{child}", minute * 10 + tick).status] += 1
+    assert statuses == {200: 20 * 6 * 30}
+
+
+def test_connection_cap_fits_the_open_file_limit(tmp_path):
+    """With 100 descriptors (macOS starts at 256), the cap leaves room for the data files: clean 503s."""
+    script = ("import resource, server; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
+              "server.raise_open_file_limit(); print(server.connection_cap())")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "36", result.stderr
