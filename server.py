@@ -119,7 +119,10 @@ MOVES = (200, 0.01)            # 100 moves a second after a burst of 200: bots p
 MAX_TRACKED_CLIENTS = 65_536   # bounds the memory of the per-client tables (about 10 MB at the most)
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
-LISTING_CACHE_ENTRIES = 64            # cached /scores and /players answers per leaderboard version
+LISTING_CACHE_BYTES = 16 * 1024 * 1024  # built /scores and /players answers kept; bounded in bytes, not entries
+STREAM_ROWS = 1000             # a listing longer than this is sent in chunks of this many rows, never cached
+SEND_DEADLINE_S = 30           # a client reading an answer slower than this loses it: it cannot hold a thread
+METRICS_PAGE = 500             # /allmetrics reads this many users per turn of the storage lock
 
 SNAPSHOT_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
@@ -678,67 +681,93 @@ class Storage:
 # Leaderboard
 # ---------------------------------------------------------------------------
 
+class RankedView:
+    """A still picture of a RankedList: what readers page through while writers go on."""
+
+    __slots__ = ("chunks", "length")
+
+    def __init__(self, chunks, length):
+        self.chunks = chunks
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            yield from chunk
+
+    def iter_from(self, offset):
+        """The items from ``offset`` on, in order, skipping whole chunks to get there."""
+        for chunk in self.chunks:
+            if offset >= len(chunk):
+                offset -= len(chunk)
+                continue
+            yield from chunk[offset:] if offset else chunk
+            offset = 0
+
+    def count_below(self, item):
+        """How many items sort before ``item``."""
+        count = 0
+        for chunk in self.chunks:
+            if chunk[-1] < item:
+                count += len(chunk)
+            else:
+                return count + bisect.bisect_left(chunk, item)
+        return count
+
+
 class RankedList:
-    """A sorted list kept in chunks, so insert and remove stay cheap at a million entries."""
+    """A sorted list kept in chunks, so insert and remove stay cheap at a million entries.
+
+    Chunks are tuples, replaced rather than changed, so ``view()`` can hand
+    readers a consistent picture of the whole list by copying a few hundred
+    references, and they can page through it without any lock.
+    """
 
     CHUNK = 1000
 
     def __init__(self, items=()):
         items = sorted(items)
-        self._chunks = [items[i:i + self.CHUNK] for i in range(0, len(items), self.CHUNK)]
+        self._chunks = [tuple(items[i:i + self.CHUNK]) for i in range(0, len(items), self.CHUNK)]
         self._maxes = [chunk[-1] for chunk in self._chunks]
         self._len = len(items)
 
     def __len__(self):
         return self._len
 
-    def __iter__(self):
-        for chunk in self._chunks:
-            yield from chunk
+    def view(self):
+        return RankedView(tuple(self._chunks), self._len)
 
     def add(self, item):
         self._len += 1
         if not self._chunks:
-            self._chunks.append([item])
+            self._chunks.append((item,))
             self._maxes.append(item)
             return
-        i = bisect.bisect_left(self._maxes, item)
-        if i == len(self._maxes):
-            i -= 1
-            self._chunks[i].append(item)
-            self._maxes[i] = item
-        else:
-            bisect.insort(self._chunks[i], item)
+        i = min(bisect.bisect_left(self._maxes, item), len(self._maxes) - 1)
         chunk = self._chunks[i]
+        at = bisect.bisect_left(chunk, item)
+        chunk = chunk[:at] + (item,) + chunk[at:]
         if len(chunk) > 2 * self.CHUNK:
-            self._chunks.insert(i + 1, chunk[self.CHUNK:])
-            del chunk[self.CHUNK:]
-            self._maxes.insert(i + 1, self._maxes[i])
+            self._chunks[i:i + 1] = [chunk[:self.CHUNK], chunk[self.CHUNK:]]
+            self._maxes[i:i + 1] = [chunk[self.CHUNK - 1], chunk[-1]]
+        else:
+            self._chunks[i] = chunk
             self._maxes[i] = chunk[-1]
 
     def remove(self, item):
         i = bisect.bisect_left(self._maxes, item)
         chunk = self._chunks[i]
-        del chunk[bisect.bisect_left(chunk, item)]
+        at = bisect.bisect_left(chunk, item)
+        chunk = chunk[:at] + chunk[at + 1:]
         self._len -= 1
         if chunk:
+            self._chunks[i] = chunk
             self._maxes[i] = chunk[-1]
         else:
             del self._chunks[i]
             del self._maxes[i]
-
-    def slice(self, offset, limit):
-        """Items ``offset`` to ``offset + limit`` in order."""
-        found = []
-        for chunk in self._chunks:
-            if offset >= len(chunk):
-                offset -= len(chunk)
-                continue
-            found.extend(chunk[offset:offset + limit - len(found)])
-            offset = 0
-            if len(found) >= limit:
-                break
-        return found
 
 
 SEQ_BITS = 40  # a rank holds the sequence number in its low 40 bits (a trillion writes)
@@ -753,20 +782,29 @@ def score_of(rank):
     return MAX_SCORE - (rank >> SEQ_BITS)
 
 
+def above(score):
+    """The rank before which every entry has a higher score than ``score``."""
+    return (MAX_SCORE - score) << SEQ_BITS
+
+
 class Leaderboard:
-    """Every player's five best scores, and all kept scores in one ranking.
+    """Every player's five best scores, all kept scores in one ranking, and each player's best in another.
 
     An entry is ``(rank, key)`` with ``rank = rank_of(score, seq)``: sorting
     entries puts the best score first, and equal scores in the order posted.
-    Entries are shared between a player's list and the ranking; with 100,000
+    Entries are shared between a player's list and the rankings; with 100,000
     players memory is what limits us, so a player is just a list of entries
     and a name is stored apart only when it differs from its key.
+
+    Readers take a ``board()`` under the storage lock, in microseconds, and
+    build listings from it with no lock held.
     """
 
     def __init__(self, on_change):
         self.players = {}          # key -> entries, best first
         self.names = {}            # key -> name as first spelled, where that differs from the key
-        self.ranked = RankedList()
+        self.ranked = RankedList()  # every kept score
+        self.bests = RankedList()   # each player's best score: the boards rank children, not scores
         self.version = 0           # changes whenever a kept score changes
         self.on_change = on_change
 
@@ -788,9 +826,6 @@ class Leaderboard:
     def player_count(self):
         return len(self.players)
 
-    def score_count(self):
-        return len(self.ranked)
-
     def add_score(self, record):
         """Apply a journal record ``{"name", "score", "seq"}``; True if the score was kept."""
         name, score, seq = record["name"], record["score"], record["seq"]
@@ -806,8 +841,13 @@ class Leaderboard:
             if entry > entries[-1]:
                 return False
             self.ranked.remove(entries.pop())
+        best = entries[0] if entries else None
         bisect.insort(entries, entry)
         self.ranked.add(entry)
+        if entries[0] != best:
+            if best is not None:
+                self.bests.remove(best)
+            self.bests.add(entry)
         self.version += 1
         self.on_change()
         return True
@@ -818,19 +858,9 @@ class Leaderboard:
             return None
         return {"name": self.display(key), "scores": [score_of(rank) for rank, _ in entries]}
 
-    def page(self, offset, limit):
-        return [{"name": self.display(key), "score": score_of(rank)}
-                for rank, key in self.ranked.slice(offset, limit)]
-
-    def standings(self):
-        """One row per player, best first, with the place of their best score in the ranking."""
-        rows = []
-        seen = set()
-        for place, (rank, key) in enumerate(self.ranked, start=1):
-            if key not in seen:
-                seen.add(key)
-                rows.append({"name": self.display(key), "best": score_of(rank), "rank": place})
-        return rows
+    def board(self):
+        """A still picture for listings: (version, every kept score, each player's best)."""
+        return self.version, self.ranked.view(), self.bests.view()
 
     def to_snapshot(self):
         """Names, then every entry in rank order as flat [player index, score, seq] triples.
@@ -840,7 +870,7 @@ class Leaderboard:
         """
         index = {key: i for i, key in enumerate(self.players)}
         entries = []
-        for rank, key in self.ranked:
+        for rank, key in self.ranked.view():
             entries += (index[key], score_of(rank), rank & ((1 << SEQ_BITS) - 1))
         return {"names": [self.display(key) for key in self.players], "entries": entries}
 
@@ -853,7 +883,36 @@ class Leaderboard:
             self.players[entry[1]].append(entry)  # entries come in rank order: best first
             ranked.append(entry)
         self.ranked = RankedList(ranked)
+        self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
         self.version += 1
+
+
+def score_rows(view, display, offset):
+    """The seed's /scores rows from ``offset`` on, best first."""
+    for rank, key in view.iter_from(offset):
+        yield {"name": display(key), "score": score_of(rank)}
+
+
+def player_rows(bests, display, offset=0, needle=""):
+    """/players rows from ``offset`` on: one per child, best first; tied bests share a rank.
+
+    With a ``needle`` only names whose key contains it count, and ``offset``
+    skips matching rows; the rank is still among all children.
+    """
+    position = 0 if needle else offset
+    skip = offset if needle else 0
+    previous = rank = None
+    for position, (entry_rank, key) in enumerate(bests.iter_from(position), start=position):
+        best = score_of(entry_rank)
+        if best != previous:
+            rank = position + 1 if previous is not None or position == 0 else bests.count_below((above(best),)) + 1
+            previous = best
+        if needle and needle not in key:
+            continue
+        if skip:
+            skip -= 1
+            continue
+        yield {"name": display(key), "best": best, "rank": rank}
 
 
 # ---------------------------------------------------------------------------
@@ -869,6 +928,7 @@ class Accounts:
 
     def __init__(self):
         self.users = {}       # public id -> {"name", "token_sha256", "created_at", "expires_at"}
+        self.order = []       # public ids, oldest first: users are never removed
         self.by_digest = {}   # token digest -> public id
         self.sessions = {}    # public id -> {game id: state}
         self.metrics = {}     # public id -> {game id: {"win", "lose", "total"}}
@@ -876,6 +936,7 @@ class Accounts:
     def add_user(self, record):
         user = {field: record[field] for field in ("name", "token_sha256", "created_at", "expires_at")}
         self.users[record["id"]] = user
+        self.order.append(record["id"])
         self.by_digest[user["token_sha256"]] = record["id"]
 
     def set_game(self, record):
@@ -904,10 +965,9 @@ class Accounts:
         """The stored state of the user's game in progress, or None."""
         return self.sessions.get(user_id, {}).get(game_id)
 
-    def page_of_metrics(self, offset, limit):
-        """The metrics of users ``offset`` to ``offset + limit``, oldest first."""
-        user_ids = itertools.islice(self.users, offset, None if limit is None else offset + limit)
-        return [self.user_metrics(user_id) for user_id in user_ids]
+    def user_ids(self, offset, limit):
+        """The public ids of users ``offset`` to ``offset + limit``, oldest first."""
+        return self.order[offset:None if limit is None else offset + limit]
 
     def find(self, token):
         """The public id whose token this is, or None."""
@@ -935,6 +995,7 @@ class Accounts:
 
     def load_snapshot(self, data):
         self.users = data["users"]
+        self.order = list(self.users)
         self.by_digest = {user["token_sha256"]: user_id for user_id, user in self.users.items()}
         self.sessions = data["sessions"]
         self.metrics = data["metrics"]
@@ -1379,6 +1440,53 @@ def error_response(status, message, headers=()):
     return Response(status, json.dumps({"error": message}).encode(), headers=API_HEADERS + tuple(headers))
 
 
+def json_chunks(first, rest):
+    """A JSON array sent in pieces: the rows of ``first``, then those of ``rest`` as they come."""
+    yield b"[" + b", ".join(json.dumps(row).encode() for row in first)
+    separator = b", " if first else b""
+    for batch in iter(lambda: list(itertools.islice(rest, STREAM_ROWS)), []):
+        yield separator + b", ".join(json.dumps(row).encode() for row in batch)
+        separator = b", "
+    yield b"]"
+
+
+class ListingCache:
+    """Built listing answers by (leaderboard version, listing), at most LISTING_CACHE_BYTES of them.
+
+    A class of 30 asks for the same few listings between two changes; a
+    client asking for many different ones only pushes out the oldest.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._responses = collections.OrderedDict()
+        self._bytes = 0
+
+    def get(self, key):
+        with self._lock:
+            response = self._responses.get(key)
+            if response is not None:
+                self._responses.move_to_end(key)
+            return response
+
+    def put(self, key, response):
+        size = len(response.body)
+        if size > LISTING_CACHE_BYTES // 4:
+            return response  # one answer may not push out everything else
+        with self._lock:
+            if key not in self._responses:
+                self._responses[key] = response
+                self._bytes += size
+            while self._bytes > LISTING_CACHE_BYTES:
+                _, dropped = self._responses.popitem(last=False)
+                self._bytes -= len(dropped.body)
+        return response
+
+    @property
+    def size(self):
+        return self._bytes
+
+
 def unauthorized(message):
     """The 401 of the game API, with the header that names the scheme."""
     return HTTPError(HTTPStatus.UNAUTHORIZED, message, headers=[("WWW-Authenticate", "Bearer")])
@@ -1611,7 +1719,7 @@ class App:
         self.router = Router(self, ROUTES)
         self.pages = {path: StaticPage(*file) for path, file in STATIC_FILES.items()}
         self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
-        self._listing_cache = (None, {})
+        self.listings = ListingCache()
         self._in_flight = set()  # requests being answered; set.add and discard need no lock
         self.stopping = False
 
@@ -1687,38 +1795,30 @@ class App:
 
     def list_scores(self, request):
         offset, limit = parse_paging(request.query)
-        return self._cached_listing(("scores", offset, limit),
-                                    lambda: self.leaderboard.page(offset, self.leaderboard.score_count()
-                                                                  if limit is None else limit))
+        return self._listing(("scores", offset, limit), limit,
+                             lambda ranked, bests, display: score_rows(ranked, display, offset))
 
     def list_players(self, request):
         offset, limit = parse_paging(request.query)
-        needle = name_key(request.query.get("q", "").strip())
+        needle = request.query.get("q", "").strip()
+        if len(needle) > MAX_NAME_CHARS:
+            raise bad_request(f"q is {len(needle)} characters long; no name is longer than {MAX_NAME_CHARS}")
+        needle = name_key(needle)
+        return self._listing(("players", offset, limit, needle), limit,
+                             lambda ranked, bests, display: player_rows(bests, display, offset, needle))
 
-        def rows():
-            standings = self._cached(("standings",), self.leaderboard.standings)
-            if needle:
-                standings = [row for row in standings if needle in name_key(row["name"])]
-            return standings[offset:None if limit is None else offset + limit]
-        return self._cached_listing(("players", offset, limit, needle), rows)
-
-    def _cached_listing(self, key, build):
+    def _listing(self, key, limit, rows_of):
+        """A listing built from a still picture of the board, with no lock held while it is built."""
         with self.storage.read():
-            return self._cached(key, lambda: json_response(build()))
-
-    def _cached(self, key, build):
-        # Listings change only when a kept score changes, so each is built once
-        # per leaderboard version: a class of 30 asks for the same few.
-        version = self.leaderboard.version
-        cached_version, cache = self._listing_cache
-        if cached_version != version:
-            cache = {}
-            self._listing_cache = (version, cache)
-        if key not in cache:
-            if len(cache) >= LISTING_CACHE_ENTRIES:
-                cache.clear()
-            cache[key] = build()
-        return cache[key]
+            version, ranked, bests = self.leaderboard.board()
+        cached = self.listings.get((version, key))
+        if cached is not None:
+            return cached
+        rows = itertools.islice(rows_of(ranked, bests, self.leaderboard.display), limit)
+        first = list(itertools.islice(rows, STREAM_ROWS))
+        if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
+            return self.listings.put((version, key), json_response(first))
+        return Response(HTTPStatus.OK, json_chunks(first, rows), headers=API_HEADERS)
 
     def events(self, request):
         """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
@@ -1856,7 +1956,17 @@ class App:
     def all_metrics(self, request):
         offset, limit = parse_paging(request.query)
         with self.storage.read():
-            return json_response(self.accounts.page_of_metrics(offset, limit))
+            user_ids = self.accounts.user_ids(offset, limit)
+
+        def rows():
+            # A page of users at a time, so no writer waits on a long listing.
+            for start in range(0, len(user_ids), METRICS_PAGE):
+                with self.storage.read():
+                    page = [self.accounts.user_metrics(user_id) for user_id in user_ids[start:start + METRICS_PAGE]]
+                yield from page
+        if len(user_ids) <= STREAM_ROWS:
+            return json_response(list(rows()))
+        return Response(HTTPStatus.OK, json_chunks([], rows()), headers=API_HEADERS)
 
 
 # ---------------------------------------------------------------------------
@@ -2237,6 +2347,16 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def send(self, response):
         """Write the answer: head and body in one write, or the head and then each chunk as it comes."""
+        # A client reading slowly must not hold this thread for long: the
+        # watchdog cuts it off at the deadline.  The event stream is meant to
+        # stay open; a reader that stops altogether trips the socket timeout.
+        self.deadline = None if isinstance(response.body, EventStream) else time.monotonic() + SEND_DEADLINE_S
+        try:
+            self.write_response(response)
+        finally:
+            self.deadline = None
+
+    def write_response(self, response):
         if response.streamed:
             self.close_connection = True  # the body has no length: it ends when the connection does
             self.wfile.write(self.head(response, length=False))

@@ -2745,7 +2745,7 @@ def test_two_games_with_one_id_in_one_file_stop_startup(tmp_path):
 # Our own endpoints beyond the seed's: /players and /events
 # ==========================================================================
 
-def test_players_lists_each_player_best_first_with_rank(live):
+def test_players_lists_each_child_once_ranked_among_children(live):
     live.post_score("amy", 500)
     live.post_score("amy", 400)
     live.post_score("bob", 450)
@@ -2755,8 +2755,20 @@ def test_players_lists_each_player_best_first_with_rank(live):
     assert reply.json() == [
         {"name": "amy", "best": 500, "rank": 1},
         {"name": "bob", "best": 450, "rank": 2},
-        {"name": "cy", "best": 100, "rank": 4},
+        {"name": "cy", "best": 100, "rank": 3},  # amy's second score does not push cy down
     ]
+
+
+def test_children_with_the_same_best_share_a_rank(unlimited):
+    for name, score in (("ann", 34), ("ben", 50), ("cat", 34), ("dan", 34), ("eve", 12)):
+        unlimited.post_score(name, score)
+    rows = unlimited.get("/players").json()
+    assert [(row["name"], row["rank"]) for row in rows] == [
+        ("ben", 1), ("ann", 2), ("cat", 2), ("dan", 2), ("eve", 5)]
+    paged = unlimited.get("/players?offset=2&limit=2").json()
+    assert [(row["name"], row["rank"]) for row in paged] == [("cat", 2), ("dan", 2)]
+    found = unlimited.get("/players?q=eve").json()
+    assert found == [{"name": "eve", "best": 12, "rank": 5}]
 
 
 def test_players_filters_by_name_and_pages(live):
