@@ -72,6 +72,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
 
 MAX_NAME_CHARS = 32            # a name fits one leaderboard row on a phone
+MAX_NAME_BYTES = 256           # checked before any Unicode work: 32 characters of 4 bytes, twice over
 MAX_SCORE = 10_000_000         # far above any real run (about 19.5 points a second)
 MAX_SCORE_DIGITS = 8           # the first design's page posts its score as a string of up to 8 digits
 MAX_COUNT_DIGITS = 9           # offset= and limit= in a query: up to 999,999,999
@@ -129,9 +130,6 @@ JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".lock"
 SNAPSHOT_FORMAT = "dino-server/1"
 
-# Unicode categories a name may not contain: control, format (invisible),
-# surrogate, private use and unassigned characters.
-REFUSED_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 # ---------------------------------------------------------------------------
@@ -168,14 +166,136 @@ class IllegalMove(Exception):
 
 def decode_path_segment(segment, what="name"):
     """Percent-decode one path segment as UTF-8, refusing invalid bytes."""
+    if len(segment) > 3 * MAX_NAME_BYTES:  # each byte may be written %XX
+        raise bad_request(f"the {what} is over {MAX_NAME_BYTES} bytes long: use at most {MAX_NAME_CHARS} characters")
     try:
         return urllib.parse.unquote(segment, errors="strict")
     except UnicodeDecodeError:
         raise bad_request(f"the {what} in the URL is not valid UTF-8 once percent-decoded") from None
 
 
+# Emoji, as whole blocks of symbols, since unicodedata has no emoji property.
+# The blocks hold more than the emoji, but every one of them is visible, so an
+# emoji selector or joiner after one of them still follows something you see.
+EMOJI = ("\u00A9\u00AE\u203C\u2049\u2122\u2139\u2190-\u21FF\u2300-\u23FF\u24C2"
+         "\u25A0-\u27BF\u2900-\u297F\u2B00-\u2BFF\u3030\u303D\u3297\u3299\U0001F000-\U0001FAFF")
+
+# Characters of the scripts whose words need a joiner or non-joiner between
+# two letters: Arabic (Persian علی‌رضا), Syriac, N'Ko, Mandaic, the Indic scripts
+# from Devanagari to Sinhala, Mongolian.
+JOINING_LETTERS = "\u0600-\u08FF\u0900-\u0DFF\u1800-\u18AF\uFB50-\uFDFF\uFE70-\uFEFC"
+
+# The invisible characters a name may hold, each only where it does its job.
+# check_name takes these out before it looks for invisible characters.  Each
+# branch starts with the invisible character and looks behind it afterwards,
+# so the search skips ordinary text at the speed of a character-set scan.
+PLACED_INVISIBLES = re.compile(
+    f"[\uFE0E\uFE0F](?<=[{EMOJI}].)"                          # text or emoji style of the emoji before: ❤️
+    "|\uFE0F(?<=[0-9#*].)(?=\u20E3)"                          # a keycap: 1️⃣
+    f"|\u200D(?<=[{EMOJI}\uFE0F].)(?=[{EMOJI}])"              # emoji joined into one: 👩‍🚀 🏳️‍🌈
+    f"|[\u200C\u200D](?<=[{JOINING_LETTERS}].)(?=[{JOINING_LETTERS}])"  # inside an Arabic or Indic word
+    # 🏴 and tags up to a cancel tag: Scotland's flag
+    "|[\U000E0020-\U000E007E](?<=\U0001F3F4.)[\U000E0020-\U000E007E]*\U000E007F"
+)
+
+# Why a character is refused wherever it still stands, for the characters
+# whose general category does not say it: letters and symbols that draw
+# nothing, and the invisible characters that have a job somewhere else.
+RETYPE = "type the name again by hand"
+INVISIBLE_REASONS = {
+    **dict.fromkeys("\u034F\u17B4\u17B5\u180B\u180C\u180D\u180F", f"an invisible character: {RETYPE}"),
+    **dict.fromkeys(map(chr, range(0xFE00, 0xFE0E)), f"an invisible character: {RETYPE}"),
+    **dict.fromkeys(map(chr, range(0xE0100, 0xE01F0)), f"an invisible character: {RETYPE}"),
+    **dict.fromkeys("\u115F\u1160\u2800\u3164\uFFA0",
+                    "a blank character that looks like a space: use letters or digits"),
+    **dict.fromkeys("\u061C\u200E\u200F\u202A\u202B\u202C\u202D\u202E\u2066\u2067\u2068\u2069",
+                    f"an invisible character that turns text around: {RETYPE}"),
+    **dict.fromkeys("\u200C\u200D", "an invisible joiner, which may only stand between two emoji "
+                                    f"or two letters that join: {RETYPE}"),
+    **dict.fromkeys("\uFE0E\uFE0F", f"an invisible emoji selector, which may only follow an emoji: {RETYPE}"),
+    **dict.fromkeys(map(chr, range(0xE0000, 0xE0080)),
+                    f"an invisible tag character, which may only follow 🏴 to make a flag: {RETYPE}"),
+}
+
+# Why the other refused characters are refused, by general category: format
+# (invisible), control, line breaks, surrogate, private use, unassigned.
+CATEGORY_REASONS = {
+    "Cf": f"an invisible formatting character: {RETYPE}",
+    "Cc": f"an invisible control character: {RETYPE}",
+    "Zl": "a line break: keep the name on one line",
+    "Zp": "a paragraph break: keep the name on one line",
+    "Cs": f"half of a character that was cut in two: {RETYPE}",
+    "Co": "a private-use character that looks different on every device: "
+          "use letters, digits, spaces and punctuation",
+    "Cn": "a character this server does not know yet: use letters, digits, spaces and punctuation",
+}
+
+# First words of Unicode character names that are not the name of a script:
+# the script they stand for, or None for characters every script shares.
+SCRIPT_WORDS = {
+    "CJK": "Han", "IDEOGRAPHIC": "Han", "VIETNAMESE": "Han",  # 々, as in 佐々木
+    "HENTAIGANA": "Hiragana",
+    "": "Tangut",  # the only letters this Python has no name for
+    "TURNED": "Latin", "ROMAN": "Latin",  # Ⅎ ↄ
+    "COMBINING": None, "VARIATION": None, "MUSICAL": None, "VEDIC": None,  # marks on any letter
+    "MODIFIER": None, "CARON": None, "VERTICAL": None, "MASU": None,  # ʼ ˇ ⸯ 〼
+    "SPACE": None,  # Arabic vowel signs standing alone, whose NFKC starts with a space
+    "KATAKANA-HIRAGANA": None,  # ー, written in both
+}
+
+# The scripts one name may mix (TS #39 "highly restrictive"): Japanese,
+# Chinese with Bopomofo, Korean, each also with Latin.  Any one script alone
+# is fine too.
+SCRIPT_MIXES = (
+    frozenset({"Latin", "Han", "Hiragana", "Katakana"}),
+    frozenset({"Latin", "Han", "Bopomofo"}),
+    frozenset({"Latin", "Han", "Hangul"}),
+)
+
+# Invisible characters that change how a name is drawn, not which name it is;
+# NFKC_Casefold drops them too, so ❤️ and ❤ are one player.  The tags of a flag
+# stay in the key: they are all that tells Scotland's flag from Wales's.
+KEY_IGNORES = dict.fromkeys(map(ord, "\u200C\u200D\uFE0E\uFE0F"))
+
+# Accents in the skeleton: the general combining marks (not the vowel signs of
+# Indic or Thai, which spell other words), small on a projector, and most often
+# the same child on two keyboards: Zoë and Zoe, José and Jose.
+ACCENTS = re.compile("[\u0300-\u036F\u1AB0-\u1AFF\u1DC0-\u1DFF\uFE20-\uFE2F]")
+
+# Greek capitals that look like a Latin capital while their small letter looks
+# like another Latin letter (Ν is N, ν is v): mapped before case is folded.
+LOOKALIKE_CAPITALS = str.maketrans("ΗΜΝΥ", "HMNY")
+
+# Letters of other scripts, after case folding, that look like a Latin letter;
+# and the apostrophes and dashes a phone puts in O'Brien and Anne-Marie.
+# Digits are not letters here: a 0 or a 1 in a name is most often a child
+# telling themselves apart (Mia 2), and the key keeps I and l apart anyway.
+LOOKALIKES = str.maketrans(
+    "авекмнорстухіјѕԁԛԝүһӏ"          # Cyrillic
+    "αβεζηικνορτυχ"                  # Greek
+    "սօցոհ"                          # Armenian
+    "ᎠᎡᎢᎥᎩᎪᎫᎬᎳᎷᎻᎽᏀᏂᏃᏏᏒᏔᏕᏙᏚᏞᏟᏢᏦᏧᏳᏴ"  # Cherokee, whose case folds to capitals
+    "øłđħı"                          # Latin letters with a stroke or no dot
+    "’‘ʼʻ`′‐‒–—―−",
+    "abekmhopctyxijsdqwyhl"
+    "abeznikvoptux"
+    "uognh"
+    "drtiyajewmhyghzbrwsvslcpkdgb"
+    "oldhi"
+    "''''''------",
+)
+
+
 def clean_name(raw, what="name"):
-    """Return a name normalised to NFC and trimmed, or refuse it with 400."""
+    """The name to show, trimmed and NFC, or a 400 saying why it cannot be used.
+
+    A name is refused when it is empty, too long, only dots, holds a
+    character nobody can see, or mixes alphabets no language writes together
+    (Unicode TS #39, "highly restrictive").  Its length is checked on the raw
+    bytes first, so a 64 KB name costs microseconds.
+    """
+    if len(raw) > MAX_NAME_BYTES or len(raw.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise bad_request(f"the {what} is over {MAX_NAME_BYTES} bytes long: use at most {MAX_NAME_CHARS} characters")
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
         raise bad_request(f"the {what} is empty: use 1 to {MAX_NAME_CHARS} characters")
@@ -185,16 +305,59 @@ def clean_name(raw, what="name"):
         # A browser turns /score/. and /score/.. into other paths, so such a
         # name could never be looked up again.
         raise bad_request(f"the {what} is only dots: use letters or digits too")
-    for char in name:
-        if unicodedata.category(char) in REFUSED_NAME_CATEGORIES:
-            raise bad_request(f"the {what} contains U+{ord(char):04X}, an invisible or control character: "
-                              "use letters, digits, spaces and punctuation")
+    refuse_invisible(name, what)
+    refuse_mixed_scripts(name, what)
     return name
 
 
+def refuse_invisible(name, what):
+    """Refuse a character nobody can see, outside the places it has a job, and a name with nothing to read."""
+    for char in PLACED_INVISIBLES.sub("", name):
+        reason = INVISIBLE_REASONS.get(char) or CATEGORY_REASONS.get(unicodedata.category(char))
+        if reason:
+            raise bad_request(f"the {what} contains U+{ord(char):04X}, {reason}")
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in name):
+        raise bad_request(f"the {what} is blank: accents and marks alone show nothing; use letters or digits")
+
+
+def refuse_mixed_scripts(name, what):
+    """Refuse letters of two scripts that no language writes together, naming both."""
+    # NFKC first, so Ｒ counts as LATIN and ｱ as KATAKANA, not FULLWIDTH and HALFWIDTH.
+    seen, last = set(), None
+    for char in unicodedata.normalize("NFKC", name):
+        script = script_of(char)
+        if script is None or script == last:
+            continue
+        seen.add(script)
+        if len(seen) > 1 and not any(seen <= mix for mix in SCRIPT_MIXES):
+            raise bad_request(f"the {what} mixes {last} and {script} letters ({char} is {script}): "
+                              "use letters of one alphabet")
+        last = script
+
+
+def script_of(char):
+    """The script of a letter or mark in NFKC form; None for digits, punctuation, emoji and shared marks."""
+    if char.isascii():
+        return "Latin" if char.isalpha() else None
+    if unicodedata.category(char)[0] not in "LM":
+        return None
+    word = unicodedata.name(char, "").split(" ", 1)[0]
+    return SCRIPT_WORDS.get(word, word.capitalize())
+
+
 def name_key(name):
-    """The key under which a name is compared: case-insensitive, NFC."""
-    return unicodedata.normalize("NFC", name.casefold())
+    """The key names are compared by: NFKC_Casefold, as near as the standard library comes."""
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(KEY_IGNORES)
+    return unicodedata.normalize("NFKC", folded)
+
+
+def skeleton(name):
+    """The key without accents, lookalike letters spelled in Latin: equal skeletons look alike."""
+    if name.isascii():  # the common case, and fast: only a backquote and runs of spaces change
+        return " ".join(name.casefold().replace("`", "'").split())
+    key = name_key(unicodedata.normalize("NFKC", name).translate(LOOKALIKE_CAPITALS))
+    bare = ACCENTS.sub("", unicodedata.normalize("NFD", key)).translate(LOOKALIKES)
+    return unicodedata.normalize("NFC", " ".join(bare.split()))
 
 
 def _refuse_json_constant(constant):
@@ -803,6 +966,7 @@ class Leaderboard:
     def __init__(self, on_change):
         self.players = {}          # key -> entries, best first
         self.names = {}            # key -> name as first spelled, where that differs from the key
+        self.lookalikes = {}       # skeleton -> key, where the skeleton differs from the key
         self.ranked = RankedList()  # every kept score
         self.bests = RankedList()   # each player's best score: the boards rank children, not scores
         self.version = 0           # changes whenever a kept score changes
@@ -810,12 +974,23 @@ class Leaderboard:
 
     def _new_player(self, name):
         key = name_key(name)
+        if key in self.players:
+            return key  # two spellings saved apart before keys folded more are one player now
         if key == name:
             key = name  # share one string for key and name
         else:
             self.names[key] = name
+        shape = skeleton(name)
+        if shape != key:
+            self.lookalikes.setdefault(shape, key)
         self.players[key] = []
         return key
+
+    def lookalike_of(self, name):
+        """The shown name of another player that ``name`` looks like, or None."""
+        key, shape = name_key(name), skeleton(name)
+        other = self.lookalikes.get(shape) or (shape if shape in self.players else None)
+        return None if other is None or other == key else self.display(other)
 
     def display(self, key):
         return self.names.get(key, key)
@@ -880,8 +1055,10 @@ class Leaderboard:
         ranked = []
         for i in range(0, len(flat), 3):
             entry = (rank_of(flat[i + 1], flat[i + 2]), keys[flat[i]])
-            self.players[entry[1]].append(entry)  # entries come in rank order: best first
-            ranked.append(entry)
+            entries = self.players[entry[1]]
+            if len(entries) < TOP_SCORES_KEPT:  # two old spellings that are one player now keep five
+                entries.append(entry)  # entries come in rank order: best first
+                ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
         self.version += 1
@@ -1773,6 +1950,7 @@ class App:
             new = not self.leaderboard.has_player(name_key(name))
             full = new and self.leaderboard.player_count() >= MAX_PLAYERS
         if new:
+            self.refuse_lookalike(name)
             self.limits.take(NEW_NAMES, request.client, "new names")
         if full:
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
@@ -1791,7 +1969,18 @@ class App:
     def check_name(self, request):
         """Whether a name would be taken, and how it would be shown: the pages ask rather than guess."""
         name = clean_name(request.query.get("name", ""))
-        return json_response({"name": name})
+        with self.storage.read():
+            known = self.leaderboard.top_scores(name_key(name))
+        if known is None:
+            self.refuse_lookalike(name)
+        return json_response({"name": known["name"] if known else name})
+
+    def refuse_lookalike(self, name):
+        """Refuse a new name that looks like an existing player's, so nobody can pose as a classmate."""
+        with self.storage.read():
+            other = self.leaderboard.lookalike_of(name)
+        if other is not None:
+            raise bad_request(f"{name!r} looks like the existing player {other!r}; pick another name")
 
     def list_scores(self, request):
         offset, limit = parse_paging(request.query)

@@ -2978,3 +2978,53 @@ def test_connection_cap_fits_the_open_file_limit(tmp_path):
               "server.raise_open_file_limit(); print(server.connection_cap())")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "36", result.stderr
+
+
+# ==========================================================================
+# Names that cannot impersonate and are never blank
+# ==========================================================================
+
+@pytest.mark.parametrize("name", ["👩\u200d🚀 Mia", "🧑\u200d💻", "🏳\ufe0f\u200d🌈", "علی\u200cرضا"])
+def test_real_names_with_joiners_and_emoji_are_accepted(live, name):
+    assert live.post_score(name, 12).status == 200
+    assert live.get(name_path(name)).json() == {"name": name, "scores": [12]}
+
+
+@pytest.mark.parametrize("char", ["\u3164", "\u2800", "\u034f", "\u115f\u1160", "\ufe0f", "\u200b", "\uffa0"],
+                         ids=["hangul-filler", "braille-blank", "cgj", "jamo-fillers", "lone-vs16", "zwsp",
+                              "halfwidth-filler"])
+def test_blank_names_never_reach_the_board(shared, char):
+    for name in (char, f"Mia{char}"):
+        assert_json_error(shared.post(name_path(name), {"score": 1}), 400)
+    assert shared.board() == [CANARY]
+
+
+def test_full_width_name_is_the_same_player_shown_as_first_spelled(live):
+    live.post_score("Rutu", 10)
+    assert live.post_score("Ｒｕｔｕ", 20).status == 200
+    assert live.board() == [{"name": "Rutu", "score": 20}, {"name": "Rutu", "score": 10}]
+
+
+@pytest.mark.parametrize("name, scripts", [("Ruтu", ("Latin", "Cyrillic")), ("Rutս", ("Latin", "Armenian"))])
+def test_a_name_mixing_alphabets_is_refused_saying_why(live, name, scripts):
+    message = assert_json_error(live.post_score(name, 5), 400)
+    assert all(script in message for script in scripts), message
+    assert live.get(name_path(name)).status in (400, 404)
+
+
+def test_a_lookalike_of_an_existing_player_is_refused_naming_them(live):
+    live.post_score("Toma", 30)
+    message = assert_json_error(live.post_score("Тома", 40), 400)  # all Cyrillic
+    assert message == "'Тома' looks like the existing player 'Toma'; pick another name"
+    assert assert_json_error(live.get("/names/check?name=" + quote("Тома")), 400) == message
+    assert live.board() == [{"name": "Toma", "score": 30}]
+
+
+def test_japanese_with_latin_is_one_name(live):
+    assert live.post_score("山田 Taro", 7).status == 200
+
+
+def test_a_64_kb_name_is_refused_by_its_length(shared):
+    message = assert_json_error(shared.post("/score/" + "e%CC%81" * 3000, {"score": 1}), 400)
+    assert "bytes long" in message
+    assert shared.board() == [CANARY]
