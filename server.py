@@ -82,6 +82,8 @@ MAX_PLAYERS = 250_000          # bounds memory (about 60 MB) against a runaway s
 MAX_USERS = 250_000            # the same bound for game-API users
 
 MAX_BODY_BYTES = 64 * 1024     # every real body is a few dozen bytes
+MAX_JSON_DEPTH = 32            # a real body nests two or three levels; deeper is an attack on the parser
+MAX_GAME_STATE_BYTES = 64 * 1024  # a plugin's state as JSON: a board game needs a few hundred bytes
 MAX_REQUEST_LINE_BYTES = 64 * 1024  # as http.server; our own URLs are under 200 bytes
 MAX_HEADER_BYTES = 16 * 1024   # the whole header block; a browser sends under 2 KiB
 MAX_HEADER_FIELDS = 100        # as http.server; a browser sends about 15
@@ -366,14 +368,34 @@ def _refuse_json_constant(constant):
 
 def parse_json(body):
     """Parse a request body as strict JSON (no NaN or Infinity), or refuse it with 400."""
+    too_deep = f"the body is JSON nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        return json.loads(body, parse_constant=_refuse_json_constant)
+        value = json.loads(body, parse_constant=_refuse_json_constant)
     except UnicodeDecodeError:
         raise bad_request("the body is not UTF-8 text") from None
     except RecursionError:
-        raise bad_request("the body is JSON nested too deeply") from None
+        raise bad_request(too_deep) from None
     except ValueError as error:
         raise bad_request(f"the body is not valid JSON ({error})") from None
+    if nested_deeper(value, MAX_JSON_DEPTH):
+        raise bad_request(too_deep)
+    return value
+
+
+def nested_deeper(value, limit):
+    """Whether arrays and objects nest more than ``limit`` levels in ``value``.
+
+    Without recursion, and stopping at ``limit``, so a value that contains
+    itself cannot make it loop.
+    """
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def parse_json_object(body, example):
@@ -537,9 +559,14 @@ def apply_user(state, record):
     return state.accounts.add_user(record)
 
 
-def game_record(user_id, game_id, game_state, outcome):
-    """A game's new state after /start or /move, and its outcome if it just ended."""
-    return {"op": "game", "user": user_id, "game": game_id, "state": game_state, "outcome": outcome}
+def game_record(user_id, game_id, game_state, outcome, moved=False):
+    """A game's new state after /start or /move, its outcome if one just ended, and whether moves were made.
+
+    ``moved`` marks a game in progress that /start would abandon, which
+    counts as a loss; a fresh game, unplayed, may be restarted freely.
+    """
+    return {"op": "game", "user": user_id, "game": game_id, "state": game_state, "outcome": outcome,
+            "moved": moved}
 
 
 def apply_game(state, record):
@@ -1109,6 +1136,7 @@ class Accounts:
         self.by_digest = {}   # token digest -> public id
         self.sessions = {}    # public id -> {game id: state}
         self.metrics = {}     # public id -> {game id: {"win", "lose", "total"}}
+        self.moved = {}       # public id -> ids of its games in progress with a move made
 
     def add_user(self, record):
         user = {field: record[field] for field in ("name", "token_sha256", "created_at", "expires_at")}
@@ -1122,6 +1150,11 @@ class Accounts:
         if user_id not in self.users:
             raise KeyError(f"unknown user {user_id}")
         self.sessions.setdefault(user_id, {})[game_id] = record["state"]
+        moved = self.moved.setdefault(user_id, set())
+        if record.get("moved"):
+            moved.add(game_id)
+        else:
+            moved.discard(game_id)
         if outcome is not None:
             stats = self.metrics.setdefault(user_id, {}).setdefault(game_id, new_stats())
             if outcome in ("win", "lose"):
@@ -1141,6 +1174,10 @@ class Accounts:
     def session(self, user_id, game_id):
         """The stored state of the user's game in progress, or None."""
         return self.sessions.get(user_id, {}).get(game_id)
+
+    def has_moved(self, user_id, game_id):
+        """Whether the user made a move in the game in progress (so abandoning it is a loss)."""
+        return game_id in self.moved.get(user_id, ())
 
     def user_ids(self, offset, limit):
         """The public ids of users ``offset`` to ``offset + limit``, oldest first."""
@@ -1168,7 +1205,8 @@ class Accounts:
             del self.sessions[user_id]
 
     def to_snapshot(self):
-        return {"users": self.users, "sessions": self.sessions, "metrics": self.metrics}
+        return {"users": self.users, "sessions": self.sessions, "metrics": self.metrics,
+                "moved": {user_id: sorted(games) for user_id, games in self.moved.items() if games}}
 
     def load_snapshot(self, data):
         self.users = data["users"]
@@ -1176,6 +1214,7 @@ class Accounts:
         self.by_digest = {user["token_sha256"]: user_id for user_id, user in self.users.items()}
         self.sessions = data["sessions"]
         self.metrics = data["metrics"]
+        self.moved = {user_id: set(games) for user_id, games in data.get("moved", {}).items()}
 
 
 def new_stats():
@@ -2092,8 +2131,12 @@ class App:
         with self._move_lock(user_id, game.id):
             state = self._run_game(game, "new_state", lambda: game.new_state(new_rng()))
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state)))
-            stats = self.storage.commit(game_record(user_id, game.id, state, None))
-        return json_response({"game_id": game.id, "state": shown, "stats": stats})
+            with self.storage.read():
+                abandoned = self.accounts.has_moved(user_id, game.id)
+            # Restarting a game with moves made counts as its loss, or a bot
+            # could dodge every loss by starting again.
+            stats = self.storage.commit(game_record(user_id, game.id, state, "lose" if abandoned else None))
+        return json_response({"game_id": game.id, "state": shown, "stats": stats, "abandoned": abandoned})
 
     def move(self, request):
         self.limits.take(MOVES, request.client, "moves")
@@ -2113,14 +2156,22 @@ class App:
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state), final=outcome is not None))
             following = state if outcome is None else self._run_game(game, "new_state",
                                                                      lambda: game.new_state(rng))
-            stats = self.storage.commit(game_record(user_id, game.id, following, outcome))
+            stats = self.storage.commit(game_record(user_id, game.id, following, outcome, moved=outcome is None))
         return json_response({"game_id": game.id, "state": shown, "outcome": outcome, "stats": stats})
 
     def _run_game(self, game, what, call):
-        """Run a game's method; an illegal move is the player's 400, any other failure the game's 500."""
+        """Run a game's method; an illegal move is the player's 400, any other failure the game's 500.
+
+        What it returns must be plain JSON data within MAX_JSON_DEPTH levels
+        and MAX_GAME_STATE_BYTES, or it could not be stored and compacted.
+        """
         try:
             value = call()
-            json.dumps(value)
+            data = value[0] if what == "play" else value  # play returns (state, outcome)
+            if nested_deeper(data, MAX_JSON_DEPTH):
+                raise ValueError(f"it returned data nested more than {MAX_JSON_DEPTH} levels deep")
+            if len(json.dumps(data)) > MAX_GAME_STATE_BYTES:
+                raise ValueError(f"it returned more than {MAX_GAME_STATE_BYTES // 1024} KiB of data")
             return value
         except IllegalMove as illegal:
             raise bad_request(f"illegal move: {illegal} (how to move: {game.moves})") from None
@@ -2270,12 +2321,24 @@ def set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+SECRET_PARAMETERS = frozenset({"token", "user_token", "key"})
+
+
 def redact_query(target):
-    """The request target for the log: token values replaced, so no token reaches a log."""
+    """The request target for the log, with the value of every secret parameter hidden.
+
+    Names are compared once percent-decoded, so %74oken= is hidden like token=.
+    """
     path, sep, query = target.partition("?")
-    if sep and "token" in query:
-        query = re.sub(r"((?:^|&)(?:user_)?token=)[^&]*", r"\1[hidden]", query)
-    return path + sep + query
+    if not sep:
+        return target
+    fields = []
+    for field in query.split("&"):
+        name, equals, _ = field.partition("=")
+        if equals and urllib.parse.unquote_plus(name).lower() in SECRET_PARAMETERS:
+            field = name + "=[hidden]"
+        fields.append(field)
+    return path + sep + "&".join(fields)
 
 
 CONTENT_LENGTH = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")

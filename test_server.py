@@ -2443,6 +2443,9 @@ def test_token_never_appears_in_allmetrics_log_or_data(spawn, tmp_path):
     proc.call("GET", "/metrics", urlencode({"token": token}).encode(),
               {"Content-Type": "application/x-www-form-urlencoded"})
     proc.call("GET", f"/metrics?token={token}")
+    proc.call("GET", f"/metrics?%74oken={token}")            # the name percent-encoded
+    proc.call("GET", f"/status?game_id=random&user_%74oken={token}")
+    proc.call("GET", f"/metrics?TOKEN={token}")
     allmetrics = proc.call("GET", "/allmetrics").body.decode()
     assert token not in allmetrics and prefix not in allmetrics
     journal_text = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
@@ -3028,3 +3031,73 @@ def test_a_64_kb_name_is_refused_by_its_length(shared):
     message = assert_json_error(shared.post("/score/" + "e%CC%81" * 3000, {"score": 1}), 400)
     assert "bytes long" in message
     assert shared.board() == [CANARY]
+
+
+# ==========================================================================
+# Bounded work per request, and games that cannot be dodged
+# ==========================================================================
+
+def test_a_body_nested_more_than_32_levels_is_a_400(shared):
+    body = '{"score": 5, "x": ' + "[" * 33 + "]" * 33 + "}"
+    message = assert_json_error(shared.post("/score/deep", body), 400)
+    assert "32 levels" in message
+    assert shared.post("/score/deep", '{"score": 5, "x": ' + "[" * 31 + "]" * 31 + "}").status == 200
+
+
+HOARDING_PLUGIN = '''
+class Hoarder:
+    id = "hoarder"
+    name = "Hoarder"
+    description = "Keeps every move it is given, and nests them as deep as asked."
+    moves = "move=grow or move=deep"
+
+    def new_state(self, rng):
+        return {"kept": []}
+
+    def play(self, state, move, rng):
+        if move == "deep":
+            nested = []
+            for _ in range(973):
+                nested = [nested]
+            state["kept"].append(nested)
+        else:
+            state["kept"].append("x" * 40_000)
+        return state, None
+
+    def view(self, state, final=False):
+        return {"kept": len(state["kept"])}
+'''
+
+
+@pytest.mark.parametrize("move", ["deep", "grow"])
+def test_a_plugin_state_too_deep_or_too_big_is_a_500_and_the_game_is_unchanged(start, tmp_path, move):
+    path = tmp_path / "hoarder_games.py"
+    path.write_text(HOARDING_PLUGIN)
+    live = start(games_file=str(path))
+    token = live.create("hoarder")
+    live.ok("POST", "/start", token, game_id="hoarder")
+    if move == "grow":
+        assert live.ok("POST", "/move", token, game_id="hoarder", move="grow")["state"] == {"kept": 1}
+    assert_json_error(live.api("POST", "/move", token, game_id="hoarder", move=move), 500)
+    assert_json_error(live.api("POST", "/move", token, game_id="hoarder", move=move), 500)
+    expected = 1 if move == "grow" else 0
+    assert live.ok("GET", "/status", token, game_id="hoarder")["state"] == {"kept": expected}
+    live.close()  # compacts: a state that was refused never reaches the snapshot
+    again = start(live.data_dir, games_file=str(path))
+    assert again.ok("GET", "/status", token, game_id="hoarder")["state"] == {"kept": expected}
+
+
+def test_starting_again_after_a_move_counts_the_abandoned_game_as_lost(live):
+    token = live.create("dodger")
+    live.ok("POST", "/start", token, game_id="random")
+    live.ok("POST", "/move", token, game_id="random", move=50)
+    restarted = live.ok("POST", "/start", token, game_id="random")
+    assert restarted["abandoned"] is True
+    assert restarted["stats"] == {"win": 0, "lose": 1, "total": 1}
+
+
+def test_starting_again_before_any_move_costs_nothing(live):
+    token = live.create("careful")
+    live.ok("POST", "/start", token, game_id="random")
+    again = live.ok("POST", "/start", token, game_id="random")
+    assert (again["abandoned"], again["stats"]) == (False, {"win": 0, "lose": 0, "total": 0})
