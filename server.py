@@ -122,6 +122,8 @@ MOVES = (200, 0.01)            # 100 moves a second after a burst of 200: bots p
 MAX_TRACKED_CLIENTS = 65_536   # bounds the memory of the per-client tables (about 10 MB at the most)
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
+COMPACT_RETRY_S = 1            # a failed compaction is tried again after this, doubling each time ...
+COMPACT_RETRY_MAX_S = 300      # ... up to this: never on every write
 LISTING_CACHE_BYTES = 16 * 1024 * 1024  # built /scores and /players answers kept; bounded in bytes, not entries
 STREAM_ROWS = 1000             # a listing longer than this is sent in chunks of this many rows, never cached
 SEND_DEADLINE_S = 30           # a client reading an answer slower than this loses it: it cannot hold a thread
@@ -530,8 +532,8 @@ class ClientLimits:
 # The data directory holds two JSON files:
 #
 #   state.json     the snapshot: {"format": SNAPSHOT_FORMAT, "seq", "saved_at",
-#                  "names", "entries"   (Leaderboard.to_snapshot),
-#                  "users", "sessions", "metrics"   (Accounts.to_snapshot)}
+#                  "names", "entries"   (Leaderboard.snapshot_from_parts),
+#                  "users", "sessions", "metrics", "moved"   (Accounts.snapshot_parts)}
 #   journal.jsonl  every change since the snapshot, one record a line:
 #                  {"op": <kind>, "seq": <n>, <the kind's fields>}, the kinds
 #                  being those of RECORDS below.
@@ -643,11 +645,20 @@ class Journal:
         except OSError:
             self.broken = True
 
-    def reset(self):
-        """Empty the journal after its records went into a snapshot."""
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
-        self.size = 0
+    def keep_from(self, offset):
+        """Drop the records before byte ``offset``, which a snapshot now holds; keep those after it.
+
+        The kept tail is written to a new file that replaces the journal, so
+        a crash leaves the old journal or the new one, never a mix.
+        """
+        with open(self.path, "rb") as file:
+            file.seek(offset)
+            tail = file.read()
+        write_file_atomically(self.path, tail)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
+        os.close(self.fd)
+        self.fd = fd
+        self.size = len(tail)
 
     def close(self):
         os.close(self.fd)
@@ -726,6 +737,12 @@ class Storage:
         self.next_seq = self.applied_seq + 1
         self.journal = Journal(self.journal_path)
         fsync_directory(data_dir)
+        self._identity = directory_identity(data_dir)
+        self.lost = None            # a sentence, once the data directory was removed or replaced
+        self.refused_writes = 0     # writes answered 503 because the disk refused them
+        self._compacting = False
+        self._failures = 0          # compactions failed in a row
+        self._retry_at = 0.0        # monotonic time before which no compaction is tried
 
     def _lock_directory(self):
         try:
@@ -783,10 +800,11 @@ class Storage:
         with self._cond:
             if self.closed:
                 raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment")
-            if self.journal.broken:
+            if self.journal.broken or self.lost:
+                self.refused_writes += 1
                 raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
-                                "the server cannot write to its data directory and has stopped "
-                                     "taking changes; reads still work. Restart it once the disk is fixed")
+                                "the server cannot write to its data directory and has stopped taking "
+                                "changes; reads still work. Restart it once the disk is fixed")
             record["seq"] = self.next_seq
             self.next_seq += 1
             pending = _Pending(record, json.dumps(record, separators=(",", ":")).encode() + b"\n")
@@ -806,6 +824,7 @@ class Storage:
         self._writing = True
         self._cond.release()
         try:
+            self._check_directory()
             self.journal.append(b"".join(pending.line for pending in batch))
             error = None
         except OSError as failure:
@@ -817,54 +836,133 @@ class Storage:
                 pending.result = self.state.apply(pending.record)
                 self.applied_seq = pending.record["seq"]
             else:
+                self.refused_writes += 1
                 pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
                                           f"the server could not save that ({error.strerror or error}); "
-                                               "nothing was changed: try again later")
+                                          "nothing was changed: try again later")
             pending.done = True
-        if error is not None:
+        if error is not None and not self.lost:
             self.log(f"write to {self.journal_path} failed: {error}")
-        elif self.journal.size > max(COMPACT_MIN_BYTES, self.snapshot_bytes):
-            self._compact_as_writer()
+        elif error is None and self._compaction_due():
+            self._start_compaction()
         self._writing = False
         self._cond.notify_all()
 
-    def _compact_as_writer(self):
-        # Only the writer changes the state, so while we hold the writer's role
-        # the state is still and readers may go on reading it.
-        self.state.prune(time.time())
-        self._cond.release()
+    def _check_directory(self):
+        """Notice a data directory removed or replaced while we run: writing on would lose every write."""
+        if self.lost:
+            raise OSError(errno.ENOENT, self.lost)
         try:
-            self._compact()
-        finally:
-            self._cond.acquire()
+            moved = os.fstat(self.journal.fd).st_nlink == 0 or directory_identity(self.data_dir) != self._identity
+        except OSError:
+            moved = True
+        if moved:
+            self.lost = (f"the data directory {self.data_dir} was removed or replaced while the server ran; "
+                         "the server stopped taking changes")
+            self.log(f"error: {self.lost}. Restore the folder and restart the server.")
+            raise OSError(errno.ENOENT, self.lost)
 
-    def _compact(self):
-        """Fold the journal into a new snapshot; if that fails the journal, which holds every write, stays."""
-        snapshot = self.state.to_snapshot()
-        snapshot.update(format=SNAPSHOT_FORMAT, seq=self.applied_seq, saved_at=int(time.time()))
-        data = json.dumps(snapshot, separators=(",", ":")).encode()
+    # -- compaction ---------------------------------------------------------
+    #
+    # The journal is folded into a new snapshot once it outgrows the snapshot.
+    # The writer takes a consistent copy of the state (cheap: the rankings
+    # are still pictures, the rest shallow copies), and a thread of its own
+    # serialises and writes it while appends go on.  Then, as the writer
+    # again for a moment, it cuts the journal down to the records the new
+    # snapshot lacks.  Any failure is logged once and retried with backoff;
+    # the journal, which holds every write, stays the truth.
+
+    def _compaction_due(self):
+        return (not self._compacting and time.monotonic() >= self._retry_at
+                and self.journal.size > max(COMPACT_MIN_BYTES, self.snapshot_bytes))
+
+    def _start_compaction(self):
+        """As the writer, with the state still: copy it and start the thread that saves the copy."""
         try:
-            write_file_atomically(self.snapshot_path, data)
-            self.snapshot_bytes = len(data)
-            self.journal.reset()
-        except OSError as error:
-            self.log(f"compaction failed; the journal is kept and still holds every write: {error}")
+            self.state.prune(time.time())
+            parts = self.state.snapshot_parts()
+        except Exception as error:  # compaction must never jam a write, whatever goes wrong
+            self._compaction_failed(error)
+            return
+        self._compacting = True
+        threading.Thread(target=self._compact_in_background, args=(parts, self.applied_seq, self.journal.size),
+                         name="compaction", daemon=True).start()
+
+    def _compact_in_background(self, parts, seq, journal_offset):
+        try:
+            self._save_snapshot(parts, seq)
+            with self._cond:
+                while self._writing:
+                    self._cond.wait()
+                self._writing = True  # appends wait while the journal is cut: a few ms
+            try:
+                self.journal.keep_from(journal_offset)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+            if self._failures:
+                self.log("compaction works again: the snapshot is up to date")
+            self._failures = 0
+        except Exception as error:  # RecursionError, MemoryError, a full disk: never fatal, never silent
+            with self._cond:
+                self._compaction_failed(error)
+        finally:
+            with self._cond:
+                self._compacting = False
+                self._cond.notify_all()
+
+    def _save_snapshot(self, parts, seq):
+        snapshot = self.state.snapshot_from_parts(parts)
+        snapshot.update(format=SNAPSHOT_FORMAT, seq=seq, saved_at=int(time.time()))
+        data = json.dumps(snapshot, separators=(",", ":")).encode()
+        write_file_atomically(self.snapshot_path, data)
+        self.snapshot_bytes = len(data)
+
+    def _compaction_failed(self, error):
+        self._failures += 1
+        delay = min(COMPACT_RETRY_MAX_S, COMPACT_RETRY_S * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        if self._failures == 1:
+            self.log(f"compaction failed ({type(error).__name__}: {error}); the journal still holds every "
+                     f"write and nothing is lost. Retrying with backoff, next in {delay:g} s")
 
     def close(self):
-        """Wait for the writer, compact, and release the data directory."""
+        """Wait for the writer and any compaction, compact, release the data directory; say what was saved."""
         with self._cond:
-            while self._writing:
+            while self._writing or self._compacting:
                 self._cond.wait()
             if self.closed:
-                return
+                return self.outcome()
             self.closed = True
             self._writing = True
-            self.state.prune(time.time())
         try:
-            self._compact()
+            if not self.lost and not self.journal.broken:
+                try:
+                    self.state.prune(time.time())
+                    self._save_snapshot(self.state.snapshot_parts(), self.applied_seq)
+                    self.journal.keep_from(self.journal.size)
+                except Exception as error:  # the journal still holds every write; say so, and stop
+                    self.log(f"compaction at shutdown failed ({type(error).__name__}: {error}); "
+                             "the journal still holds every write")
         finally:
             self.journal.close()
             self._lock_file.close()
+        return self.outcome()
+
+    def outcome(self):
+        """A sentence for the last line the server prints: was everything saved?"""
+        if self.lost or self.journal.broken:
+            problem = self.lost or "the data directory stopped taking writes"
+            return (f"NOT everything is saved: {problem}. {self.refused_writes} change(s) were refused "
+                    "and answered 503; what was saved before that went with the folder.")
+        return "Every score is saved."
+
+
+def directory_identity(path):
+    """What tells a directory from another put in its place: device and inode."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 # ---------------------------------------------------------------------------
@@ -1064,17 +1162,23 @@ class Leaderboard:
         """A still picture for listings: (version, every kept score, each player's best)."""
         return self.version, self.ranked.view(), self.bests.view()
 
-    def to_snapshot(self):
+    def snapshot_parts(self):
+        """A consistent copy for the snapshot, cheap enough to take while writes wait."""
+        return list(self.players), dict(self.names), self.ranked.view()
+
+    @staticmethod
+    def snapshot_from_parts(parts):
         """Names, then every entry in rank order as flat [player index, score, seq] triples.
 
         Flat numbers parse into far fewer objects than a list per score, which
         keeps the memory peak of a restart with 100,000 players low.
         """
-        index = {key: i for i, key in enumerate(self.players)}
+        keys, names, ranked = parts
+        index = {key: i for i, key in enumerate(keys)}
         entries = []
-        for rank, key in self.ranked.view():
+        for rank, key in ranked:
             entries += (index[key], score_of(rank), rank & ((1 << SEQ_BITS) - 1))
-        return {"names": [self.display(key) for key in self.players], "entries": entries}
+        return {"names": [names.get(key, key) for key in keys], "entries": entries}
 
     def load_snapshot(self, data):
         keys = [self._new_player(name) for name in data["names"]]
@@ -1156,10 +1260,12 @@ class Accounts:
         else:
             moved.discard(game_id)
         if outcome is not None:
-            stats = self.metrics.setdefault(user_id, {}).setdefault(game_id, new_stats())
+            games = self.metrics.setdefault(user_id, {})
+            stats = dict(games.get(game_id) or new_stats())  # a new dict: snapshot copies stay still
             if outcome in ("win", "lose"):
                 stats[outcome] += 1
             stats["total"] += 1
+            games[game_id] = stats
         return self.stats(user_id, game_id)
 
     def user_count(self):
@@ -1204,9 +1310,16 @@ class Accounts:
         for user_id in [user_id for user_id in self.sessions if self.users[user_id]["expires_at"] <= now]:
             del self.sessions[user_id]
 
-    def to_snapshot(self):
-        return {"users": self.users, "sessions": self.sessions, "metrics": self.metrics,
+    def snapshot_parts(self):
+        """A consistent copy for the snapshot: users, states and stats are replaced, never changed."""
+        return {"users": dict(self.users),
+                "sessions": {user_id: dict(games) for user_id, games in self.sessions.items()},
+                "metrics": {user_id: dict(games) for user_id, games in self.metrics.items()},
                 "moved": {user_id: sorted(games) for user_id, games in self.moved.items() if games}}
+
+    @staticmethod
+    def snapshot_from_parts(parts):
+        return parts
 
     def load_snapshot(self, data):
         self.users = data["users"]
@@ -1236,8 +1349,14 @@ class State:
     def prune(self, now):
         self.accounts.prune(now)
 
-    def to_snapshot(self):
-        return {**self.leaderboard.to_snapshot(), **self.accounts.to_snapshot()}
+    def snapshot_parts(self):
+        """A consistent copy of everything, taken by the writer while the state is still."""
+        return self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts()
+
+    def snapshot_from_parts(self, parts):
+        """The snapshot's JSON object, built from the copy with no lock held."""
+        board, accounts = parts
+        return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts)}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
@@ -1965,7 +2084,7 @@ class App:
         give_up = time.monotonic() + drain_s
         while self._in_flight and time.monotonic() < give_up:
             time.sleep(0.01)
-        self.storage.close()
+        return self.storage.close()
 
     # -- pages and health --------------------------------------------------
 
@@ -2797,7 +2916,8 @@ class DinoServer(ThreadingHTTPServer):
         self._spare_file.close()
         self._stopped.set()
         if self.app is not None:
-            self.app.close()
+            return self.app.close()
+        return None
 
 
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
@@ -2919,8 +3039,8 @@ def main(argv=None):
     while not stop.wait(0.5):
         pass
     print("Stopping: finishing requests in flight and saving...", flush=True)
-    server.close()
-    print("Stopped. Every score is saved.", flush=True)
+    outcome = server.close()
+    print(f"Stopped. {outcome}", flush=True)
     return 0
 
 

@@ -3101,3 +3101,97 @@ def test_starting_again_before_any_move_costs_nothing(live):
     live.ok("POST", "/start", token, game_id="random")
     again = live.ok("POST", "/start", token, game_id="random")
     assert (again["abandoned"], again["stats"]) == (False, {"win": 0, "lose": 0, "total": 0})
+
+
+# ==========================================================================
+# Writes never jam, and the server tells the truth about what it saved
+# ==========================================================================
+
+@pytest.fixture
+def compacting(srvmod, start, monkeypatch):
+    """A server that compacts after every write, its log lines in a list."""
+    monkeypatch.setattr(srvmod, "COMPACT_MIN_BYTES", 0)
+    monkeypatch.setattr(srvmod, "COMPACT_RETRY_S", 0.05)
+    lines = []
+    live = start(client_limits=False, log=lines.append)
+    return live, lines
+
+
+def wait_until(check, timeout=5):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     RecursionError("maximum recursion depth exceeded"), MemoryError()],
+                         ids=["disk-full", "recursion", "memory"])
+def test_a_failing_compaction_is_logged_once_and_never_blocks_a_write(compacting, srvmod, monkeypatch, start,
+                                                                      failure):
+    live, lines = compacting
+    real = srvmod.write_file_atomically
+
+    def failing(path, data):
+        if path.endswith("state.json"):
+            raise failure
+        return real(path, data)
+    monkeypatch.setattr(srvmod, "write_file_atomically", failing)
+    for i in range(30):
+        assert live.post_score(f"w{i}", i).status == 200
+        time.sleep(0.01)
+    assert live.get("/scores?limit=1").json() == [{"name": "w29", "score": 29}]
+    failures = [line for line in lines if "compaction failed" in line]
+    assert len(failures) == 1, lines
+    monkeypatch.setattr(srvmod, "write_file_atomically", real)
+    time.sleep(0.3)  # past the backoff
+    assert live.post_score("after", 1).status == 200
+    wait_until(lambda: any("works again" in line for line in lines))
+    live.close()
+    assert len(start(live.data_dir).board()) == 31
+
+
+def test_writes_go_on_while_a_compaction_is_writing(compacting, srvmod, monkeypatch, start):
+    live, _ = compacting
+    real, entered, release = srvmod.write_file_atomically, threading.Event(), threading.Event()
+
+    def slow(path, data):
+        if path.endswith("state.json"):
+            entered.set()
+            release.wait(10)
+        return real(path, data)
+    monkeypatch.setattr(srvmod, "write_file_atomically", slow)
+    assert live.post_score("first", 1).status == 200
+    assert entered.wait(5)
+    try:
+        for i in range(20):  # the snapshot is stuck on its way to disk; writes and reads are not
+            assert live.post_score(f"during{i}", i).status == 200
+        assert live.get("/scores?limit=1").status == 200
+    finally:
+        release.set()
+    live.close()
+    assert len(start(live.data_dir).board()) == 21
+
+
+def test_a_data_folder_removed_while_running_gets_503s_and_an_honest_goodbye(spawn, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data, quiet=False)
+    assert proc.call("POST", "/score/before", {"score": 1}).status == 200
+    shutil.rmtree(data)
+    for name in ("lost1", "lost2"):
+        assert_json_error(proc.call("POST", f"/score/{name}", {"score": 2}), 503)
+    assert proc.call("GET", "/scores").status == 200
+    proc.p.send_signal(signal.SIGTERM)
+    proc.p.wait(10)
+    out = proc.output()
+    assert "Every score is saved" not in out
+    assert "NOT everything is saved" in out and "2 change(s) were refused" in out
+    assert out.count("was removed or replaced") == 2  # one log line, and the goodbye
+
+
+def test_a_data_folder_replaced_while_running_is_noticed(start, tmp_path):
+    live = start(tmp_path / "data")
+    assert live.post_score("before", 1).status == 200
+    (tmp_path / "data").rename(tmp_path / "moved-away")
+    (tmp_path / "data").mkdir()
+    assert_json_error(live.post_score("after", 2), 503)
