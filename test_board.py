@@ -186,7 +186,7 @@ def test_every_row_is_readable_from_the_back_and_the_board_fits_the_projector(se
     page = open_board(open_tab).page
     expect(page.locator("#leaderboard li")).to_have_count(10)
     sizes = page.locator("#leaderboard li").evaluate_all("""rows => rows.map(li =>
-        [...li.children].map(cell => {
+        [...li.querySelectorAll(':scope > .rank, :scope > .name, :scope > .best')].map(cell => {
             const range = document.createRange();
             range.selectNodeContents(cell);
             return [parseFloat(getComputedStyle(cell).fontSize), range.getBoundingClientRect().height];
@@ -289,6 +289,24 @@ def test_hostile_name_is_shown_as_text_on_the_board(server, open_tab, name):
     assert (href.path, urllib.parse.parse_qs(href.query)) == ("/user", {"name": [name]})
     tab.page.wait_for_timeout(300)
     assert tab.dialogs == []
+
+
+def test_verified_runs_are_marked_with_a_link_to_watch_them(server, open_tab):
+    rows = [{"rank": 1, "name": "Bea", "best": 600, "verified": True, "run": "r/17"},
+            {"rank": 2, "name": "Rutu", "best": 533, "verified": False, "run": None},
+            {"rank": 3, "name": "Cy", "best": 341, "verified": False, "run": "r-18"}]
+
+    def serve_players(page):
+        page.route("**/players?limit=10", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                                      body=json.dumps(rows)))
+    page = open_tab("/board", before_load=serve_players, **PROJECTOR).page
+    expect(page.locator("#leaderboard li")).to_have_count(3)
+    watch = page.locator("#leaderboard a.watch")
+    expect(watch).to_have_count(1)
+    expect(watch).to_have_text("\u2713 Watch")
+    assert watch.get_attribute("href") == "/?watch=r%2F17"
+    assert watch.evaluate("a => a.closest('li').dataset.name") == "Bea"
+    assert row_texts(page) == [["1", "Bea", "600"], ["2", "Rutu", "533"], ["3", "Cy", "341"]]
 
 
 def test_names_open_the_player_page_and_bots_have_a_link(server, open_tab):
