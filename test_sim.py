@@ -1,4 +1,4 @@
-"""The game's simulation: it plays like the original, and sim_port.py replays a run to the same tick.
+"""The game's simulation: it plays like the original, and server.py replays a run to the same tick.
 
 The page's own DinoSim runs in Chromium; the Python port runs here; both read
 the one CONFIG block in game/dino.html. Input logs come from seeded random
@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-import sim_port
+import server  # the Python port lives in server.py, under "Dino simulation"
 from conftest import ROOT
 
 PAGE_HTML = ROOT / "game" / "dino.html"
@@ -134,7 +134,7 @@ def test_hi_shows_00000_in_a_lighter_ink_from_the_first_run(sim):
 
 def test_python_port_reads_the_same_config_as_the_page(sim):
     page_config = sim.evaluate("() => DinoSim.CONFIG")
-    assert sim_port.load_config(PAGE_HTML.read_text(encoding="utf-8")) == page_config
+    assert server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8")) == page_config
 
 
 # ================================================================ tick for tick
@@ -154,14 +154,14 @@ def random_presses(rnd):
 
 def bot_run(config, seed, width, max_ticks, reach):
     """A bot that looks at the next obstacle and jumps or ducks; reach scales how early it jumps."""
-    world = sim_port.World(sim_port.Rules(config), seed, width)
+    world = server.SimWorld(server.SimRules(config), seed, width)
     inputs, held = [], (0, 0)
     while not world.crashed and world.ticks < max_ticks:
         keys = bot_keys(world, reach)
         if keys != held:
             inputs.append([world.ticks, *keys])
             held = keys
-        sim_port.tick(world, keys[0] == 1, keys[1] == 1)
+        server.sim_tick(world, keys[0] == 1, keys[1] == 1)
     return {"seed": seed, "width": width, "inputs": inputs, "maxTicks": max_ticks}
 
 
@@ -199,13 +199,13 @@ def edge_case_runs(config):
 
 
 def python_result(config, run):
-    result = sim_port.replay(config, run["seed"], run["width"], run["inputs"], run["maxTicks"])
+    result = server.replay_run(config, run["seed"], run["width"], run["inputs"], run["maxTicks"])
     samples = [[ticks, y, [[x, kind] for x, kind in obstacles]] for ticks, y, obstacles in result["samples"]]
     return {"score": result["score"], "crashed": result["crashed"], "ticks": result["ticks"], "samples": samples}
 
 
 def test_python_port_replays_every_run_as_the_page_does(sim):
-    config = sim_port.load_config(PAGE_HTML.read_text(encoding="utf-8"))
+    config = server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8"))
     rnd = random.Random(20240611)
     edge = edge_case_runs(config)
     runs = list(edge.values())
@@ -238,6 +238,6 @@ def test_python_port_replays_every_run_as_the_page_does(sim):
     "[[0, 1, 0]]",                   # a list, not its JSON text
 ])
 def test_python_port_refuses_malformed_inputs(inputs):
-    config = sim_port.load_config(PAGE_HTML.read_text(encoding="utf-8"))
+    config = server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8"))
     with pytest.raises(ValueError):
-        sim_port.replay(config, 1, 600, inputs, 600)
+        server.replay_run(config, 1, 600, inputs, 600)
