@@ -10,13 +10,14 @@ never for fixed long sleeps.
 """
 
 import json
+import re
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import (HOSTILE_NAMES, LIVE_MS, PHONE, RETRY_MS, canvas_pixels, eventually,
-                      expect, http, post_score, same_origin, scores_of, start_game, wait_for_crash)
+from conftest import (CRASH_MS, HOSTILE_NAMES, LIVE_MS, PHONE, RETRY_MS, another_device, call, canvas_pixels,
+                      eventually, expect, http, post_score, same_origin, scores_of, start_game, wait_for_crash)
 
 
 def expect_on_leaderboard(page, name, score, timeout=LIVE_MS):
@@ -85,6 +86,43 @@ def texts_below_aa_contrast(page):
     checked = page.evaluate(CONTRAST_OF_EVERY_TEXT)
     assert checked, "no visible text was found to check"
     return checked, [text for text in checked if text["ratio"] < 4.5]
+
+
+def player_card(server, name):
+    """GET /players/<name>: {name, rank, scores: [{score, verified, run, at}]}, or None if unknown."""
+    status, body = http(server.url, "GET", "/players/" + urllib.parse.quote(name, safe=""))
+    return body if status == 200 else None
+
+
+def best_kept(server, name, timeout_s=5):
+    """The player's best kept score, once there is one."""
+    return eventually(lambda: (player_card(server, name) or {}).get("scores"), timeout_s,
+                      f"{name} has a kept score")[0]
+
+
+def ticket_is_ready(page):
+    """The world on screen was made from a run ticket, so its run can be verified."""
+    expect(page.locator("#stage")).to_have_attribute("data-ticket", "yes")
+
+
+def play_one_game(open_tab, name, before_load=None):
+    """A child types a name and plays until the T-Rex crashes; returns (page, score)."""
+    page = open_tab("/", before_load=before_load).page
+    page.fill("#name", name)
+    ticket_is_ready(page)
+    start_game(page)
+    return page, wait_for_crash(page)
+
+
+def post_plain_score(server, name, score):
+    """A curl-style post with no run: stored, but not verified."""
+    reply = call(server.port, "POST", "/score/" + urllib.parse.quote(name, safe=""), {"score": score},
+                 timeout=5, source=another_device())
+    assert reply.status == 200 and reply.json()["verified"] is False, reply
+
+
+def leaderboard_row(page, name):
+    return page.locator("#leaderboard li").filter(has=page.locator("a.name", has_text=name))
 
 
 def seed_rutu_and_bea(server):
@@ -233,6 +271,7 @@ def test_score_made_while_the_server_is_down_is_kept_and_sent_when_it_is_back(se
     expect(page.locator("#save-status")).to_contain_text("will retry", timeout=5000)
     pending = json.loads(page.evaluate("localStorage.getItem('dino.pending')"))
     assert [(entry["name"], entry["score"]) for entry in pending] == [("Olly", score)]
+    assert {"name", "score", "at", "run"} <= set(pending[0])       # run: its ticket, or null for a plain post
 
     server.start()
     assert eventually(lambda: scores_of(server, "Olly"), RETRY_MS / 1000, "the kept score reached the server") == [score]
@@ -328,7 +367,7 @@ def test_every_text_on_the_game_page_has_aa_contrast(server, open_tab):
     tab = open_tab("/")
     page = tab.page
     page.fill("#name", "Rutu")
-    expect(page.locator("#leaderboard li.mine")).to_have_count(5)   # own rows: white on ink
+    expect(page.locator("#leaderboard li.mine")).to_have_count(1)   # own row: white on ink
     checked, low = texts_below_aa_contrast(page)
     assert low == [], f"under 4.5:1 out of {len(checked)} texts checked"
 
@@ -355,13 +394,22 @@ def test_leaderboard_shows_the_top_ten_best_first(server, open_tab):
     expect(page.locator("#leaderboard .score")).to_have_text([str(s) for s in range(1200, 200, -100)])
 
 
-def test_own_scores_are_highlighted_on_the_leaderboard(server, open_tab):
+def test_own_row_is_highlighted_on_the_leaderboard(server, open_tab):
     seed_rutu_and_bea(server)
     page = open_tab("/").page
     page.fill("#name", "Rutu")
     page.reload()
-    expect(page.locator("#leaderboard li.mine a")).to_have_text(["Rutu"] * 5)
-    expect(page.locator("#leaderboard li:not(.mine) a")).to_have_text(["Bea", "Bea"])
+    expect(page.locator("#leaderboard li.mine a.name")).to_have_text(["Rutu"])
+    expect(page.locator("#leaderboard li:not(.mine) a.name")).to_have_text(["Bea"])
+
+
+def test_leaderboard_has_one_row_per_child_and_tied_bests_share_a_rank(server, open_tab):
+    seed_rutu_and_bea(server)
+    post_score(server, "Cy", 533)                                  # ties Rutu's best
+    page = open_tab("/").page
+    expect(page.locator("#leaderboard a.name")).to_have_text(["Bea", re.compile("Cy|Rutu"), re.compile("Cy|Rutu")])
+    expect(page.locator("#leaderboard .rank")).to_have_text(["1.", "2.", "2."])
+    expect(page.locator("#leaderboard .score")).to_have_text(["600", "533", "533"])
 
 
 def test_new_score_appears_on_every_open_leaderboard_without_reload(server, open_tab):
@@ -409,6 +457,128 @@ def test_simulation_covers_the_same_distance_at_60_and_144_hz(server, open_tab):
     }""")
     assert at_60 > 6 * 3600 * 0.99   # at least the starting speed for a minute of frames
     assert abs(at_60 - at_144) <= 0.01 * at_60
+
+
+# ================================================================ verified runs and replays
+
+def test_a_game_played_on_the_page_is_saved_verified_with_no_extra_step(server, open_tab):
+    page, score = play_one_game(open_tab, "Rex")
+    best = best_kept(server, "Rex")
+    assert (best["score"], best["verified"]) == (score, True)
+    assert isinstance(best["run"], str) and best["run"]
+    expect(page.locator("#save-status")).to_have_text(f"Score {score} saved as Rex \u2713 verified.")
+
+
+def test_a_game_played_without_a_ticket_is_saved_unverified(server, open_tab):
+    no_tickets = lambda page: page.route("**/runs", lambda route: route.abort())   # as if POST /runs never answers
+    page = open_tab("/", before_load=no_tickets).page
+    page.fill("#name", "Nia")
+    start_game(page)
+    expect(page.locator("#stage")).to_have_attribute("data-ticket", "no")
+    score = wait_for_crash(page)
+    best = best_kept(server, "Nia")
+    assert (best["score"], best["verified"], best["run"]) == (score, False, None)
+    expect(page.locator("#save-status")).to_have_text(f"Score {score} saved as Nia, unverified.")
+
+
+def test_a_run_the_server_refuses_is_not_announced_as_saved(server, open_tab):
+    def claim_more(route):   # the run as played, with a score it does not reach
+        if route.request.method != "POST":
+            return route.continue_()
+        body = json.loads(route.request.post_data)
+        body["score"] += 50
+        route.continue_(post_data=json.dumps(body))
+
+    page, score = play_one_game(open_tab, "Rex", before_load=lambda page: page.route("**/score/*", claim_more))
+    status = page.locator("#save-status")
+    expect(status).to_contain_text(f"Score {score} not saved: ")
+    assert "saved as" not in status.text_content()
+    assert len(status.text_content()) > len(f"Score {score} not saved: ."), "the server's sentence is shown"
+    expect(page.locator("#name")).to_have_value("Rex")
+    assert player_card(server, "Rex") is None
+
+
+def test_leaderboard_marks_a_verified_run_and_not_a_plain_post(server, open_tab):
+    post_plain_score(server, "Curl", 3)
+    page, _ = play_one_game(open_tab, "Rex")
+    run_id = best_kept(server, "Rex")["run"]
+    rex, curl = leaderboard_row(page, "Rex"), leaderboard_row(page, "Curl")
+    expect(rex.locator(".verified")).to_have_attribute("title", re.compile("^Verified: the server replayed"))
+    expect(rex.locator("a.watch")).to_have_attribute("href", "/?watch=" + urllib.parse.quote(run_id, safe=""))
+    expect(curl.locator(".score")).to_have_text("3")
+    expect(curl.locator(".verified")).to_have_count(0)
+    expect(curl.locator("a.watch")).to_have_count(0)
+    expect(page.locator("#board-legend")).to_contain_text("verified: the server replayed the run")
+
+
+def test_player_page_marks_verified_scores_and_links_to_their_replay(server, open_tab):
+    post_plain_score(server, "Rex", 2)
+    _, score = play_one_game(open_tab, "Rex")
+    run_id = best_kept(server, "Rex")["run"]
+    page = open_tab("/user?name=Rex").page
+    expect(page.locator("#chart .value")).to_have_text([str(score), "2"])
+    rows = page.locator("#chart li")
+    expect(rows.nth(0).locator(".verified")).to_have_count(1)
+    expect(rows.nth(0).locator("a.watch")).to_have_attribute("href", "/?watch=" + urllib.parse.quote(run_id, safe=""))
+    expect(rows.nth(1).locator(".verified, a.watch")).to_have_count(0)
+    expect(page.locator("#legend")).to_contain_text("verified: the server replayed the run")
+    expect(page.locator("#players a", has_text="Rex").locator(".verified")).to_have_count(1)
+
+
+def test_watching_a_run_replays_it_to_the_same_score_and_posts_nothing(server, open_tab):
+    name = HOSTILE_NAMES[0]
+    _, score = play_one_game(open_tab, name)
+    run_id = best_kept(server, name)["run"]
+    posts = []
+    note_posts = lambda page: page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    tab = open_tab("/?watch=" + urllib.parse.quote(run_id, safe=""), before_load=note_posts)
+    page = tab.page
+    expect(page.locator("#watch-title")).to_have_text(f"Replay of {name}\u2019s run \u2014 {score}")
+    expect(page.locator("#stage")).to_have_attribute("data-state", "replay")
+    expect(page.get_by_role("link", name="Back to playing")).to_have_attribute("href", "/")
+    page.click("#watch-speed")
+    expect(page.locator("#watch-speed")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_selector('#stage[data-state="replayed"]', state="attached", timeout=CRASH_MS)
+    assert int(page.get_attribute("#stage", "data-score")) == score
+    page.wait_for_timeout(500)    # time for a late post, if the page made one
+    assert posts == []
+    assert page.locator("main img, main script").count() == 0
+    assert tab.dialogs == [] and tab.page_errors == []
+
+
+def test_watching_a_run_that_is_not_kept_says_so(server, open_tab):
+    tab = open_tab("/?watch=no-such-run")
+    expect(tab.page.locator("#watch-title")).to_contain_text("This replay cannot be shown: ")
+    expect(tab.page.locator("#watch-speed")).to_be_hidden()
+    assert tab.page_errors == []
+
+
+def test_a_verified_run_played_while_the_server_is_down_is_verified_when_it_is_back(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "Olly")
+    ticket_is_ready(page)
+    start_game(page)
+    server.stop()
+    score = wait_for_crash(page)
+    expect(page.locator("#save-status")).to_contain_text("will retry", timeout=5000)
+    [kept] = json.loads(page.evaluate("localStorage.getItem('dino.pending')"))
+    assert (kept["name"], kept["score"]) == ("Olly", score)
+    assert isinstance(kept["run"], str) and isinstance(kept["width"], int) and isinstance(kept["inputs"], list)
+
+    server.start()
+    best = best_kept(server, "Olly", RETRY_MS / 1000)
+    assert (best["score"], best["verified"]) == (score, True)
+    expect(page.locator("#save-status")).to_contain_text(f"Score {score} saved as Olly \u2713 verified.")
+    assert json.loads(page.evaluate("localStorage.getItem('dino.pending')") or "[]") == []
+
+
+def test_a_score_kept_by_an_older_page_is_sent_as_a_plain_post(server, open_tab):
+    older = json.dumps([{"name": "Olly", "score": 42, "at": 1}])   # the queue's shape before run tickets
+    keep = lambda page: page.add_init_script(f"localStorage.setItem('dino.pending', {json.dumps(older)})")
+    page = open_tab("/", before_load=keep).page
+    best = best_kept(server, "Olly")
+    assert (best["score"], best["verified"]) == (42, False)
+    expect(page.locator("#save-status")).to_have_text("Score 42 saved as Olly, unverified.")
 
 
 # ================================================================ the game on a phone
@@ -489,7 +659,7 @@ def test_picking_a_player_puts_their_name_in_the_address(server, open_tab):
 def test_player_page_shows_the_players_best_rank(server, open_tab):
     seed_rutu_and_bea(server)
     page = open_tab("/user?name=Rutu").page
-    expect(page.locator("#rank")).to_have_text("Best rank on the leaderboard: #3")   # behind Bea's 600 and 550
+    expect(page.locator("#rank")).to_have_text("Best rank on the leaderboard: #2")   # behind Bea: the board counts children
 
 
 def test_address_with_a_name_opens_straight_on_that_player(server, open_tab):
