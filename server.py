@@ -121,6 +121,15 @@ NEW_USERS = (20, 10)           # a student starting several bots at once, then o
 MOVES = (200, 0.01)            # 100 moves a second after a burst of 200: bots playing thousands of games
 MAX_TRACKED_CLIENTS = 65_536   # bounds the memory of the per-client tables (about 10 MB at the most)
 
+RUN_TICKET_TTL_S = 4 * 3600    # a ticket is good for a few hours: a run played offline is posted later
+RUN_TICKETS = (20, 5)          # per device: a ticket a run and the prefetched next one, not thousands
+MAX_OPEN_TICKETS = 100_000     # tickets issued and neither used nor expired: bounds their memory
+MAX_RUN_MINUTES = 120          # a run longer than two hours of play is not a child's run
+MAX_RUN_INPUTS = 20_000        # key changes in one run: two hours of hard play is about 15,000
+MAX_RUN_BYTES = 256 * 1024     # the body of a posted run (a minute of play is about 2 KB)
+RUN_SLACK_S = 2                # timers and the network may make a run look this much quicker than it was
+MAX_RUN_ID_CHARS = 64          # a run id is opaque, but short
+
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
 COMPACT_RETRY_S = 1            # a failed compaction is tried again after this, doubling each time ...
 COMPACT_RETRY_MAX_S = 300      # ... up to this: never on every write
@@ -131,6 +140,7 @@ METRICS_PAGE = 500             # /allmetrics reads this many users per turn of t
 
 SNAPSHOT_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
+RUNS_FILE = "runs.jsonl"       # the inputs of verified runs, kept off the heap
 LOCK_FILE = ".lock"
 SNAPSHOT_FORMAT = "dino-server/1"
 
@@ -434,8 +444,13 @@ def json_type(value):
 
 def parse_score(body):
     """Return the integer score of a POST /score body, or refuse it with 400."""
+    return parse_score_field(parse_json_object(body, '{"score": 120}'))
+
+
+def parse_score_field(fields):
+    """The integer "score" of a parsed POST /score body, or a 400."""
     example = '{"score": 120}'
-    value = parse_json_object(body, example).get("score", _MISSING)
+    value = fields.get("score", _MISSING)
     if value is _MISSING:
         raise bad_request(f'the body has no "score": send {example}')
     if isinstance(value, str) and SCORE_DIGITS.fullmatch(value):
@@ -542,13 +557,31 @@ class ClientLimits:
 # holds, so a journal left behind by a crash in mid-compaction replays safely.
 
 
-def score_record(name, score):
-    """A score posted under a player's name: {"op": "score", "name", "score"}."""
-    return {"op": "score", "name": name, "score": score}
+def score_record(name, score, run=None, digest=None):
+    """A score posted under a player's name: {"op": "score", "name", "score"}.
+
+    A verified score adds the id of its run ticket and the digest of the run
+    as posted, so posting the same run again answers as the first time did.
+    """
+    record = {"op": "score", "name": name, "score": score}
+    if run is not None:
+        record.update(run=run, digest=digest)
+    return record
 
 
 def apply_score(state, record):
+    if "run" in record:
+        state.tickets.use(record["run"], record["digest"])
     return state.leaderboard.add_score(record)
+
+
+def ticket_record(run_id, seed, issued_at):
+    """A run ticket: the seed a run will be played from, and when it was handed out."""
+    return {"op": "ticket", "run": run_id, "seed": seed, "issued_at": issued_at}
+
+
+def apply_ticket(state, record):
+    state.tickets.issue(record["run"], record["seed"], record["issued_at"])
 
 
 def user_record(user_id, name, token_sha256, created_at, expires_at):
@@ -580,6 +613,7 @@ RECORDS = {
     "score": (score_record, apply_score),
     "user": (user_record, apply_user),
     "game": (game_record, apply_game),
+    "ticket": (ticket_record, apply_ticket),
 }
 
 
@@ -716,10 +750,11 @@ class Storage:
     idle writes everything queued so far with one write and one fsync.
     """
 
-    def __init__(self, data_dir, state, log):
+    def __init__(self, data_dir, state, log, after_compaction=None):
         self.data_dir = data_dir
         self.state = state
         self.log = log
+        self.after_compaction = after_compaction  # runs in the compaction thread once the journal is cut
         self.snapshot_path = os.path.join(data_dir, SNAPSHOT_FILE)
         self.journal_path = os.path.join(data_dir, JOURNAL_FILE)
         self.lock = threading.Lock()          # guards the state; readers hold it too
@@ -901,6 +936,8 @@ class Storage:
                 with self._cond:
                     self._writing = False
                     self._cond.notify_all()
+            if self.after_compaction is not None:
+                self.after_compaction()
             if self._failures:
                 self.log("compaction works again: the snapshot is up to date")
             self._failures = 0
@@ -942,6 +979,8 @@ class Storage:
                     self.state.prune(time.time())
                     self._save_snapshot(self.state.snapshot_parts(), self.applied_seq)
                     self.journal.keep_from(self.journal.size)
+                    if self.after_compaction is not None:
+                        self.after_compaction()
                 except Exception as error:  # the journal still holds every write; say so, and stop
                     self.log(f"compaction at shutdown failed ({type(error).__name__}: {error}); "
                              "the journal still holds every write")
@@ -1070,6 +1109,10 @@ def score_of(rank):
     return MAX_SCORE - (rank >> SEQ_BITS)
 
 
+def seq_of(rank):
+    return rank & ((1 << SEQ_BITS) - 1)
+
+
 def above(score):
     """The rank before which every entry has a higher score than ``score``."""
     return (MAX_SCORE - score) << SEQ_BITS
@@ -1092,6 +1135,7 @@ class Leaderboard:
         self.players = {}          # key -> entries, best first
         self.names = {}            # key -> name as first spelled, where that differs from the key
         self.lookalikes = {}       # skeleton -> key, where the skeleton differs from the key
+        self.verified = {}         # seq -> run id, for kept scores whose run the server replayed
         self.ranked = RankedList()  # every kept score
         self.bests = RankedList()   # each player's best score: the boards rank children, not scores
         self.version = 0           # changes whenever a kept score changes
@@ -1140,7 +1184,11 @@ class Leaderboard:
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
                 return False
-            self.ranked.remove(entries.pop())
+            dropped = entries.pop()
+            self.ranked.remove(dropped)
+            self.verified.pop(seq_of(dropped[0]), None)
+        if "run" in record:
+            self.verified[seq] = record["run"]
         best = entries[0] if entries else None
         bisect.insort(entries, entry)
         self.ranked.add(entry)
@@ -1158,27 +1206,40 @@ class Leaderboard:
             return None
         return {"name": self.display(key), "scores": [score_of(rank) for rank, _ in entries]}
 
-    def board(self):
-        """A still picture for listings: (version, every kept score, each player's best)."""
-        return self.version, self.ranked.view(), self.bests.view()
+    def kept_scores(self, key):
+        """A player's kept scores, best first, as (score, run id or None)."""
+        return [(score_of(rank), self.verified.get(seq_of(rank))) for rank, _ in self.players.get(key, ())]
+
+    def rank_of_best(self, key):
+        """A player's rank among children by best score, ties sharing a rank; None without a score."""
+        entries = self.players.get(key)
+        if not entries:
+            return None
+        return self.bests.view().count_below((above(score_of(entries[0][0])),)) + 1
+
+    def picture(self, keep=None):
+        """A still picture for listings; take it under the storage lock, use it without."""
+        return BoardPicture(self, keep)
 
     def snapshot_parts(self):
         """A consistent copy for the snapshot, cheap enough to take while writes wait."""
-        return list(self.players), dict(self.names), self.ranked.view()
+        return list(self.players), dict(self.names), self.ranked.view(), dict(self.verified)
 
     @staticmethod
     def snapshot_from_parts(parts):
-        """Names, then every entry in rank order as flat [player index, score, seq] triples.
+        """Names, then every entry in rank order as flat [player index, score, seq] triples, then runs.
 
         Flat numbers parse into far fewer objects than a list per score, which
-        keeps the memory peak of a restart with 100,000 players low.
+        keeps the memory peak of a restart with 100,000 players low.  "runs"
+        pairs the seq of each verified score with its run id.
         """
-        keys, names, ranked = parts
+        keys, names, ranked, verified = parts
         index = {key: i for i, key in enumerate(keys)}
         entries = []
         for rank, key in ranked:
-            entries += (index[key], score_of(rank), rank & ((1 << SEQ_BITS) - 1))
-        return {"names": [names.get(key, key) for key in keys], "entries": entries}
+            entries += (index[key], score_of(rank), seq_of(rank))
+        return {"names": [names.get(key, key) for key in keys], "entries": entries,
+                "runs": [[seq, run] for seq, run in verified.items()]}
 
     def load_snapshot(self, data):
         keys = [self._new_player(name) for name in data["names"]]
@@ -1192,35 +1253,198 @@ class Leaderboard:
                 ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
+        self.verified = {seq: run for seq, run in data.get("runs", ())}
         self.version += 1
 
 
-def score_rows(view, display, offset):
-    """The seed's /scores rows from ``offset`` on, best first."""
-    for rank, key in view.iter_from(offset):
-        yield {"name": display(key), "score": score_of(rank)}
+class BoardPicture:
+    """A still picture of the leaderboard that listings are built from, with no lock held.
 
-
-def player_rows(bests, display, offset=0, needle=""):
-    """/players rows from ``offset`` on: one per child, best first; tied bests share a rank.
-
-    With a ``needle`` only names whose key contains it count, and ``offset``
-    skips matching rows; the rank is still among all children.
+    ``keep``, when set, says which entries may be shown (verified only,
+    hidden players left out); listings then scan every kept score instead of
+    the index of bests.
     """
-    position = 0 if needle else offset
-    skip = offset if needle else 0
-    previous = rank = None
-    for position, (entry_rank, key) in enumerate(bests.iter_from(position), start=position):
-        best = score_of(entry_rank)
-        if best != previous:
-            rank = position + 1 if previous is not None or position == 0 else bests.count_below((above(best),)) + 1
-            previous = best
-        if needle and needle not in key:
-            continue
-        if skip:
-            skip -= 1
-            continue
-        yield {"name": display(key), "best": best, "rank": rank}
+
+    def __init__(self, board, keep=None):
+        self.version = board.version
+        self.ranked, self.bests = board.ranked.view(), board.bests.view()
+        self.display, self.verified = board.display, board.verified
+        self.keep = keep
+
+    def score_rows(self, offset):
+        """The seed's /scores rows from ``offset`` on, best first."""
+        entries = self.ranked.iter_from(offset) if self.keep is None else itertools.islice(
+            filter(self.keep, self.ranked), offset, None)
+        for rank, key in entries:
+            yield {"name": self.display(key), "score": score_of(rank)}
+
+    def best_entries(self):
+        """Each shown player's best entry, best first, with its place among them (from 0)."""
+        if self.keep is None:
+            return enumerate(self.bests)
+        seen = set()
+        return enumerate(entry for entry in self.ranked
+                         if entry[1] not in seen and self.keep(entry) and not seen.add(entry[1]))
+
+    def player_rows(self, offset=0, needle=""):
+        """/players rows from ``offset`` on: one per child, best first; tied bests share a rank.
+
+        With a ``needle`` only names whose key contains it count, and ``offset``
+        skips matching rows; the rank is still among all children.
+        """
+        fast = self.keep is None and not needle  # jump straight to the offset in the index of bests
+        entries = enumerate(self.bests.iter_from(offset), start=offset) if fast else self.best_entries()
+        skip = 0 if fast else offset
+        previous = rank = None
+        for position, (entry_rank, key) in entries:
+            best = score_of(entry_rank)
+            if best != previous:
+                rank = (position + 1 if previous is not None or position == 0
+                        else self.bests.count_below((above(best),)) + 1)
+                previous = best
+            if needle and needle not in key:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            run = self.verified.get(seq_of(entry_rank))
+            yield {"name": self.display(key), "best": best, "rank": rank, "verified": run is not None, "run": run}
+
+
+# ---------------------------------------------------------------------------
+# Runs: tickets and replays
+# ---------------------------------------------------------------------------
+
+class RunTickets:
+    """Run tickets: the seed each run is played from, and which tickets were used, by which run.
+
+    A ticket is single-use and expires after RUN_TICKET_TTL_S; a used one is
+    remembered as long, with the digest of the run posted on it, so the same
+    post again answers as the first one did.
+    """
+
+    def __init__(self):
+        self.open = {}   # run id -> (seed, issued_at)
+        self.used = {}   # run id -> (digest of the run as posted, issued_at)
+
+    def issue(self, run_id, seed, issued_at):
+        self.open[run_id] = (seed, issued_at)
+
+    def use(self, run_id, digest):
+        _, issued_at = self.open.pop(run_id, (None, 0))
+        self.used[run_id] = (digest, issued_at)
+
+    def count(self):
+        return len(self.open)
+
+    def prune(self, now):
+        for tickets in (self.open, self.used):
+            for run_id in [run_id for run_id, (_, issued_at) in tickets.items() if issued_at + RUN_TICKET_TTL_S <= now]:
+                del tickets[run_id]
+
+    def snapshot_parts(self):
+        return {"tickets": {"open": dict(self.open), "used": dict(self.used)}}
+
+    def load_snapshot(self, data):
+        tickets = data.get("tickets", {})
+        self.open = {run_id: tuple(value) for run_id, value in tickets.get("open", {}).items()}
+        self.used = {run_id: tuple(value) for run_id, value in tickets.get("used", {}).items()}
+
+
+class Replays:
+    """The inputs of verified runs, one JSON line each in runs.jsonl, found by an index of offsets.
+
+    They stay on disk, not on the heap: a player's page reads five of them,
+    a watcher one.  A line is fsynced before the score that refers to it is
+    committed.  Compaction rewrites the file with the runs still kept.
+    """
+
+    def __init__(self, data_dir, log):
+        self.path = os.path.join(data_dir, RUNS_FILE)
+        self.log = log
+        self._lock = threading.Lock()
+        self.index = {}          # run id -> byte offset of its line
+        self.in_flight = set()   # runs written whose score is not committed yet
+        self._load()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(self.fd).st_size
+
+    def _load(self):
+        try:
+            with open(self.path, "rb") as file:
+                raw = file.read()
+        except FileNotFoundError:
+            return
+        offset = 0
+        for line in raw.split(b"\n")[:-1]:
+            with contextlib.suppress(ValueError):  # a line we cannot read is a run we cannot show
+                self.index[json.loads(line)["id"]] = offset
+            offset += len(line) + 1
+        if offset != len(raw):  # a torn last line: a run never acknowledged
+            with open(self.path, "r+b") as file:
+                file.truncate(offset)
+
+    def add(self, run):
+        """Append a verified run and fsync it; it counts as in flight until ``done``."""
+        line = json.dumps(run, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            write_all(self.fd, line)
+            os.fsync(self.fd)
+            self.index[run["id"]] = self.size
+            self.size += len(line)
+            self.in_flight.add(run["id"])
+
+    def done(self, run_id):
+        with self._lock:
+            self.in_flight.discard(run_id)
+
+    def read(self, run_id):
+        """The stored run, or None."""
+        with self._lock:
+            offset = self.index.get(run_id)
+            if offset is None:
+                return None
+            data = os.pread(self.fd, MAX_RUN_BYTES * 2, offset)
+        return json.loads(data[:data.index(b"\n")])
+
+    def keep(self, kept_ids):
+        """Rewrite the file with only the runs in ``kept_ids``, those in flight, and any added meanwhile."""
+        with self._lock:
+            keep = set(kept_ids) | self.in_flight
+            old_size = self.size
+            wanted = sorted((offset, run_id) for run_id, offset in self.index.items() if run_id in keep)
+        if len(wanted) == len(self.index):
+            return
+        temp = self.path + ".tmp"
+        index = {}
+        with open(temp, "wb") as out:
+            for offset, run_id in wanted:
+                data = os.pread(self.fd, MAX_RUN_BYTES * 2, offset)
+                index[run_id] = out.tell()
+                out.write(data[:data.index(b"\n") + 1])
+            with self._lock:
+                added = os.pread(self.fd, self.size - old_size, old_size) if self.size > old_size else b""
+                start = out.tell()
+                for run_id, offset in self.index.items():
+                    if offset >= old_size:
+                        index[run_id] = start + offset - old_size
+                out.write(added)
+                out.flush()
+                os.fsync(out.fileno())
+                os.replace(temp, self.path)
+                fsync_directory(os.path.dirname(self.path))
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
+                os.close(self.fd)
+                self.fd, self.index, self.size = fd, index, os.fstat(fd).st_size
+
+    def close(self):
+        os.close(self.fd)
+
+
+def run_digest(name, score, width, inputs):
+    """What tells one posted run from another: the same post again has the same digest."""
+    text = json.dumps([name_key(name), score, width, inputs], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------
@@ -1340,6 +1564,7 @@ class State:
     def __init__(self, on_change):
         self.leaderboard = Leaderboard(on_change)
         self.accounts = Accounts()
+        self.tickets = RunTickets()
 
     def apply(self, record):
         """Change the state by one journal record; return what its applier returns."""
@@ -1348,19 +1573,21 @@ class State:
 
     def prune(self, now):
         self.accounts.prune(now)
+        self.tickets.prune(now)
 
     def snapshot_parts(self):
         """A consistent copy of everything, taken by the writer while the state is still."""
-        return self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts()
+        return self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts(), self.tickets.snapshot_parts()
 
     def snapshot_from_parts(self, parts):
         """The snapshot's JSON object, built from the copy with no lock held."""
-        board, accounts = parts
-        return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts)}
+        board, accounts, tickets = parts
+        return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
         self.accounts.load_snapshot(snapshot)
+        self.tickets.load_snapshot(snapshot)
 
 
 # ---------------------------------------------------------------------------
@@ -1751,6 +1978,16 @@ class ConfigError(ValueError):
 
 
 # -- reading CONFIG out of the page
+
+def read_sim_config():
+    """The simulation's numbers, from the CONFIG block of game/dino.html: one source of truth."""
+    path = os.path.join(GAME_DIR, "dino.html")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return load_sim_config(file.read())
+    except (OSError, ValueError) as error:
+        raise StartupError(f"cannot read the game's rules from {path}: {error}") from None
+
 
 def load_sim_config(html_text):
     """The page's CONFIG object literal as a Python dict."""
@@ -2211,8 +2448,14 @@ def unauthorized(message):
     return HTTPError(HTTPStatus.UNAUTHORIZED, message, headers=[("WWW-Authenticate", "Bearer")])
 
 
+def unprocessable(message):
+    """The 422 of a posted run that does not hold up; ``message`` names the rule it broke."""
+    return HTTPError(HTTPStatus.UNPROCESSABLE_ENTITY, message)
+
+
 HEALTH_RESPONSE = json_response({"status": "ok"})
 SUCCESS_RESPONSE = json_response({"status": "success"})
+VERIFIED_RESPONSE = json_response({"status": "success", "verified": True})
 
 
 # ---------------------------------------------------------------------------
@@ -2424,15 +2667,20 @@ def new_rng():
 class App:
     """The routes' handlers, over the storage, the games and the live-update broadcaster."""
 
-    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None, client_limits=True):
+    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None, client_limits=True,
+                 verified_only=False):
         self.log = log
+        self.sim_config = read_sim_config()
+        self.verified_only = verified_only
+        self.clock = time.time  # when run tickets are issued and runs posted; tests may move it
         self.token_ttl = token_ttl
         self.games = games if games is not None else build_games()
         self.join_url = join_url
         self.limits = ClientLimits(client_limits)
         self.broadcaster = Broadcaster(client_limits)
         self.state = State(on_change=self.broadcaster.changed)
-        self.storage = Storage(data_dir, self.state, log)
+        self.storage = Storage(data_dir, self.state, log, after_compaction=self._drop_unkept_runs)
+        self.replays = Replays(data_dir, log)
         self.leaderboard = self.state.leaderboard
         self.accounts = self.state.accounts
         self.router = Router(self, ROUTES)
@@ -2468,7 +2716,15 @@ class App:
         give_up = time.monotonic() + drain_s
         while self._in_flight and time.monotonic() < give_up:
             time.sleep(0.01)
-        return self.storage.close()
+        outcome = self.storage.close()
+        self.replays.close()
+        return outcome
+
+    def _drop_unkept_runs(self):
+        """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
+        with self.storage.read():
+            kept = set(self.leaderboard.verified.values())
+        self.replays.keep(kept)
 
     # -- pages and health --------------------------------------------------
 
@@ -2486,25 +2742,140 @@ class App:
 
     def post_score(self, request, name):
         name = clean_name(decode_path_segment(name))
-        score = parse_score(request.body)
+        fields = parse_json_object(request.body, '{"score": 120}')
+        score = parse_score_field(fields)
         self.limits.take(SCORE_POSTS, request.client, "scores")
+        if "run" in fields:
+            return self.post_run(request, name, score, fields)
+        if self.verified_only:
+            raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
+                                                  "this server's page and your run is verified for you")
+        self.admit_player(request, name)
+        self.storage.commit(score_record(name, score))
+        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
+
+    def admit_player(self, request, name):
+        """Let a name post: a known player always; a new one if the board has room and it impersonates nobody."""
         with self.storage.read():
             new = not self.leaderboard.has_player(name_key(name))
             full = new and self.leaderboard.player_count() >= MAX_PLAYERS
-        if new:
-            self.refuse_lookalike(name)
-            self.limits.take(NEW_NAMES, request.client, "new names")
+        if not new:
+            return
+        self.refuse_lookalike(name)
+        self.limits.take(NEW_NAMES, request.client, "new names")
         if full:
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
                                                             "ask the teacher to start a new data directory")
-        self.storage.commit(score_record(name, score))
-        return SUCCESS_RESPONSE
+
+    # -- verified runs -------------------------------------------------------
+
+    def new_run(self, request):
+        """A run ticket: the seed the next run is played from.  The page takes one as a run starts."""
+        self.limits.take(RUN_TICKETS, request.client, "run tickets")
+        with self.storage.read():
+            if self.state.tickets.count() >= MAX_OPEN_TICKETS:
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "too many runs are being played at once; "
+                                                                "try again in a minute")
+        run_id, seed = secrets.token_urlsafe(12), secrets.randbits(32)
+        self.storage.commit(ticket_record(run_id, seed, int(self.clock())))
+        return json_response({"run": run_id, "seed": seed}, HTTPStatus.CREATED)
+
+    def post_run(self, request, name, score, fields):
+        """Replay a posted run and keep its score only if the replay ends on exactly that score."""
+        run_id, width, inputs = self.parse_run(fields)
+        digest = run_digest(name, score, width, inputs)
+        with self.storage.read():
+            ticket = self.state.tickets.open.get(run_id)
+            used = self.state.tickets.used.get(run_id)
+        if used is not None:
+            if used[0] == digest:
+                return VERIFIED_RESPONSE  # the same run posted again, by a retry or a second tab
+            raise unprocessable("this run ticket was already used for another run")
+        if ticket is None:
+            raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
+        seed, issued_at = ticket
+        self.admit_player(request, name)
+        now = self.clock()
+        played_ticks = self.replay_budget(now - issued_at)
+        try:
+            result = replay_run(self.sim_config, seed, width, inputs, played_ticks)
+        except ValueError as error:
+            raise unprocessable(f"the inputs are not a run: {error}") from None
+        if not result["crashed"]:
+            raise unprocessable(self.unfinished_run(now - issued_at, played_ticks))
+        if result["score"] != score:
+            raise unprocessable(f"the replay of these inputs scores {result['score']}, not {score}")
+        self.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
+                          "inputs": inputs, "at": int(now)})
+        try:
+            self.storage.commit(score_record(name, score, run=run_id, digest=digest))
+        finally:
+            self.replays.done(run_id)
+        return VERIFIED_RESPONSE
+
+    def parse_run(self, fields):
+        run_id, width, inputs = fields.get("run"), fields.get("width"), fields.get("inputs")
+        if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID_CHARS:
+            raise bad_request('"run" must be the id of a run ticket from POST /runs')
+        world = self.sim_config["world"]
+        if isinstance(width, bool) or not isinstance(width, int) or not world["minWidth"] <= width <= world["width"]:
+            raise bad_request(f'"width" must be the game\'s width, {world["minWidth"]} to {world["width"]}')
+        if not isinstance(inputs, list):
+            raise bad_request('"inputs" must be a list of [tick, jump, duck] key changes')
+        if len(inputs) > MAX_RUN_INPUTS:
+            raise unprocessable(f"the run has {len(inputs)} key changes; at most {MAX_RUN_INPUTS} are taken")
+        return run_id, width, inputs
+
+    def replay_budget(self, elapsed_s):
+        """Ticks a run may have lasted: the wall time since its ticket, and never more than two hours."""
+        per_s = self.sim_config["ticksPerSecond"]
+        return max(0, min(MAX_RUN_MINUTES * 60 * per_s, math.floor((elapsed_s + RUN_SLACK_S) * per_s)))
+
+    def unfinished_run(self, elapsed_s, played_ticks):
+        if played_ticks >= MAX_RUN_MINUTES * 60 * self.sim_config["ticksPerSecond"]:
+            return f"the run lasts more than {MAX_RUN_MINUTES} minutes of play; longer runs are not taken"
+        return (f"the run had not ended {elapsed_s:.0f} s after its ticket was taken: a run cannot be "
+                "posted faster than it is played")
+
+    def get_run(self, request, run_id):
+        """A kept verified run, to watch: its seed, width and inputs replay to its score."""
+        run_id = decode_path_segment(run_id, "run id")
+        run = self.replays.read(run_id)
+        if run is not None:
+            with self.storage.read():
+                kept = any(kept_run == run_id for _, kept_run in self.leaderboard.kept_scores(name_key(run["name"])))
+        if run is None or not kept:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
+        return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at")}
+                             | {"verified": True})
+
+    def get_player(self, request, name):
+        """One player: their rank among children and their kept scores, each with whether it was verified."""
+        name = clean_name(decode_path_segment(name))
+        key = name_key(name)
+        with self.storage.read():
+            kept = self.leaderboard.kept_scores(key)
+            rank = self.leaderboard.rank_of_best(key)
+            shown = self.leaderboard.display(key)
+        if self.verified_only:
+            kept = [(score, run) for score, run in kept if run is not None]
+        if not kept:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
+        scores = []
+        for score, run in kept:
+            stored = run and self.replays.read(run)
+            scores.append({"score": score, "verified": run is not None, "run": run,
+                           "at": stored["at"] if stored else None})
+        return json_response({"name": shown, "rank": rank, "scores": scores})
 
     def get_score(self, request, name):
         name = clean_name(decode_path_segment(name))
         with self.storage.read():
             found = self.leaderboard.top_scores(name_key(name))
-        if found is None:
+            if found is not None and self.verified_only:
+                kept = self.leaderboard.kept_scores(name_key(name))
+                found["scores"] = [score for score, run in kept if run is not None] or None
+        if found is None or found["scores"] is None:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
         return json_response(found)
 
@@ -2526,8 +2897,7 @@ class App:
 
     def list_scores(self, request):
         offset, limit = parse_paging(request.query)
-        return self._listing(("scores", offset, limit), limit,
-                             lambda ranked, bests, display: score_rows(ranked, display, offset))
+        return self._listing(("scores", offset, limit), limit, lambda picture: picture.score_rows(offset))
 
     def list_players(self, request):
         offset, limit = parse_paging(request.query)
@@ -2536,19 +2906,28 @@ class App:
             raise bad_request(f"q is {len(needle)} characters long; no name is longer than {MAX_NAME_CHARS}")
         needle = name_key(needle)
         return self._listing(("players", offset, limit, needle), limit,
-                             lambda ranked, bests, display: player_rows(bests, display, offset, needle))
+                             lambda picture: picture.player_rows(offset, needle))
+
+    def shown(self):
+        """Which entries listings may show now, or None for all; and a key that changes with it."""
+        if not self.verified_only:
+            return None, ()
+        verified = self.leaderboard.verified
+        return (lambda entry: seq_of(entry[0]) in verified), ("verified",)
 
     def _listing(self, key, limit, rows_of):
         """A listing built from a still picture of the board, with no lock held while it is built."""
+        keep, shown_key = self.shown()
         with self.storage.read():
-            version, ranked, bests = self.leaderboard.board()
-        cached = self.listings.get((version, key))
+            picture = self.leaderboard.picture(keep)
+        cache_key = (picture.version, shown_key, key)
+        cached = self.listings.get(cache_key)
         if cached is not None:
             return cached
-        rows = itertools.islice(rows_of(ranked, bests, self.leaderboard.display), limit)
+        rows = itertools.islice(rows_of(picture), limit)
         first = list(itertools.islice(rows, STREAM_ROWS))
         if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
-            return self.listings.put((version, key), json_response(first))
+            return self.listings.put(cache_key, json_response(first))
         return Response(HTTPStatus.OK, json_chunks(first, rows), headers=API_HEADERS)
 
     def events(self, request):
@@ -2727,6 +3106,9 @@ ROUTES = [
     ("GET", "/players", "list_players"),
     ("GET", "/names/check", "check_name"),
     ("GET", "/events", "events"),
+    ("POST", "/runs", "new_run"),
+    ("GET", r"/runs/(?P<run_id>[^/]+)", "get_run"),
+    ("GET", r"/players/(?P<name>[^/]+)", "get_player"),
     ("GET", r"/score/(?P<name>[^/]+)", "get_score"),
     ("POST", r"/score/(?P<name>[^/]+)", "post_score"),
     ("POST", r"/create/(?P<name>[^/]+)", "create_user"),
@@ -3078,10 +3460,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise bad_request("the Content-Length header must be one whole number of bytes")
         length = int(lengths[0])
-        if length > MAX_BODY_BYTES:
+        limit = MAX_RUN_BYTES if self.command == "POST" and self.path.startswith("/score/") else MAX_BODY_BYTES
+        if length > limit:
             self.close_connection = True  # the body stays unread, so the connection cannot be reused
-            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                            f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {length} bytes; the limit is {limit}")
         body = self.rfile.read(length)
         if len(body) < length:
             self.close_connection = True
@@ -3305,7 +3687,7 @@ class DinoServer(ThreadingHTTPServer):
 
 
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
-                games_file=None, log=None, client_limits=True):
+                games_file=None, log=None, client_limits=True, verified_only=False):
     """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     notes = []
@@ -3320,7 +3702,7 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
         server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server),
-                         client_limits=client_limits)
+                         client_limits=client_limits, verified_only=verified_only)
     except BaseException:
         server.close()
         raise
@@ -3388,6 +3770,9 @@ def parse_args(argv):
                         help=f"how long a game-API token works after /create (default {TOKEN_TTL_S})")
     parser.add_argument("--games", metavar="FILE",
                         help="a Python file of extra games to offer (see the README's plugin protocol)")
+    parser.add_argument("--verified-only", action="store_true",
+                        help="only runs the server replayed count: plain score posts get 403, and unverified "
+                             "scores are hidden from every listing (not deleted)")
     parser.add_argument("--client-limits", choices=("on", "off"), default="on",
                         help="per-device limits on connections, posts, new names and users (default on; "
                              "off only for load tests and benchmarks from one machine)")
@@ -3411,7 +3796,7 @@ def main(argv=None):
     sys.modules.setdefault("server", sys.modules[__name__])
     try:
         server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games,
-                             client_limits=args.client_limits == "on")
+                             client_limits=args.client_limits == "on", verified_only=args.verified_only)
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

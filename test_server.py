@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent
 SERVER_PY = REPO / "server.py"
 GAME_DIR = REPO / "game"
 MAX_BODY_BYTES = 64 * 1024
+MAX_RUN_BYTES = 256 * 1024
 MAX_SCORE = 10_000_000
 
 
@@ -711,8 +712,16 @@ def send_headers_then_body(port, head, body, wait=2.0):
 
 
 def test_body_over_64_kib_is_413(live):
-    body = b'{"score": 5}' + b" " * (MAX_BODY_BYTES + 1 - 12)
+    body = b'{"game_id": "random"}' + b" " * (MAX_BODY_BYTES + 1 - 21)
     assert len(body) == MAX_BODY_BYTES + 1
+    head = (b"POST /start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    assert_json_error(send_headers_then_body(live.port, head, body), 413)
+
+
+def test_score_body_over_256_kib_is_413(live):
+    """A posted run may be up to 256 KiB (two hours of play); a score body beyond that is refused unread."""
+    body = b'{"score": 5}' + b" " * (MAX_RUN_BYTES + 1 - 12)
     head = (b"POST /score/big HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body))
     assert_json_error(send_headers_then_body(live.port, head, body), 413)
@@ -1249,7 +1258,7 @@ def copy_data(src, tmp_path):
 
 def test_kill_9_leaves_every_json_file_valid(killed_journal):
     files = sorted(path.name for path in killed_journal.glob("*.json*"))
-    assert files == ["journal.jsonl"], files  # the server was killed before its first compaction
+    assert files == ["journal.jsonl", "runs.jsonl"], files  # killed before its first compaction
     for line in (killed_journal / "journal.jsonl").read_bytes().splitlines():
         assert json.loads(line)["op"] == "score"
 
@@ -2756,9 +2765,9 @@ def test_players_lists_each_child_once_ranked_among_children(live):
     reply = live.get("/players")
     assert reply.status == 200
     assert reply.json() == [
-        {"name": "amy", "best": 500, "rank": 1},
-        {"name": "bob", "best": 450, "rank": 2},
-        {"name": "cy", "best": 100, "rank": 3},  # amy's second score does not push cy down
+        {"name": "amy", "best": 500, "rank": 1, "verified": False, "run": None},
+        {"name": "bob", "best": 450, "rank": 2, "verified": False, "run": None},
+        {"name": "cy", "best": 100, "rank": 3, "verified": False, "run": None},  # amy's second score counts once
     ]
 
 
@@ -2771,7 +2780,7 @@ def test_children_with_the_same_best_share_a_rank(unlimited):
     paged = unlimited.get("/players?offset=2&limit=2").json()
     assert [(row["name"], row["rank"]) for row in paged] == [("cat", 2), ("dan", 2)]
     found = unlimited.get("/players?q=eve").json()
-    assert found == [{"name": "eve", "best": 12, "rank": 5}]
+    assert found == [{"name": "eve", "best": 12, "rank": 5, "verified": False, "run": None}]
 
 
 def test_players_filters_by_name_and_pages(live):
@@ -3195,3 +3204,167 @@ def test_a_data_folder_replaced_while_running_is_noticed(start, tmp_path):
     (tmp_path / "data").rename(tmp_path / "moved-away")
     (tmp_path / "data").mkdir()
     assert_json_error(live.post_score("after", 2), 503)
+
+
+# ==========================================================================
+# Verified runs: the server replays a run and keeps only the score it gives
+# ==========================================================================
+
+@pytest.fixture(scope="module")
+def sim_config(srvmod):
+    return srvmod.read_sim_config()
+
+
+def take_ticket(live, source=None):
+    reply = live.call("POST", "/runs", source=source)
+    assert reply.status == 201, reply
+    body = reply.json()
+    assert set(body) == {"run", "seed"} and 0 <= body["seed"] < 2 ** 32
+    return body
+
+
+def played_run(srvmod, config, ticket, inputs=(), width=600):
+    """A run as the page would post it: the score is what the port's replay gives."""
+    result = srvmod.replay_run(config, ticket["seed"], width, list(inputs), 10 ** 6)
+    assert result["crashed"]
+    return {"score": result["score"], "run": ticket["run"], "width": width, "inputs": list(inputs)}
+
+
+def later(live, seconds):
+    """Let ``seconds`` of play pass on the server's clock, as if the child had played that long."""
+    app = live.srv.app
+    now = app.clock()
+    app.clock = lambda: now + seconds
+
+
+JUMPER = [entry for tick in range(150, 3000, 55) for entry in ([tick, 1, 0], [tick + 8, 0, 0])]
+
+
+def test_a_replayed_run_is_kept_as_verified_and_can_be_watched(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket, JUMPER)
+    later(live, 120)
+    reply = live.post("/score/Ada", run)
+    assert (reply.status, reply.json()) == (200, {"status": "success", "verified": True})
+    player = live.get("/players/Ada").json()
+    assert player["rank"] == 1
+    assert [(s["score"], s["verified"], s["run"]) for s in player["scores"]] == [(run["score"], True, ticket["run"])]
+    row = live.get("/players").json()[0]
+    assert (row["name"], row["verified"], row["run"]) == ("Ada", True, ticket["run"])
+    watched = live.get("/runs/" + ticket["run"]).json()
+    assert {k: watched[k] for k in ("name", "score", "seed", "width", "inputs", "verified")} == {
+        "name": "Ada", "score": run["score"], "seed": ticket["seed"], "width": 600, "inputs": run["inputs"],
+        "verified": True}
+    assert live.board() == [{"name": "Ada", "score": run["score"]}]  # the seed's shape, unchanged
+
+
+def test_a_forged_score_is_refused_and_the_ticket_stays_good(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    forged = dict(run, score=9_999_999)
+    message = assert_json_error(live.post("/score/Mallory", forged), 422)
+    assert message == f"the replay of these inputs scores {run['score']}, not 9999999"
+    assert live.get("/score/Mallory").status == 404
+    assert live.post("/score/Mallory", run).json() == {"status": "success", "verified": True}
+
+
+def test_inputs_that_do_not_give_the_score_are_refused(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket, JUMPER)
+    later(live, 120)
+    assert_json_error(live.post("/score/Eve", dict(run, inputs=[])), 422)
+    assert live.get("/players").json() == []
+
+
+def test_a_run_posted_faster_than_it_was_played_is_refused(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)  # about 4.5 s of play, posted at once
+    message = assert_json_error(live.post("/score/Speedy", run), 422)
+    assert "faster than it is played" in message
+    later(live, 10)
+    assert live.post("/score/Speedy", run).status == 200
+
+
+def test_the_same_run_posted_twice_answers_the_same_and_counts_once(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    first, second = live.post("/score/Twice", run), live.post("/score/Twice", run)
+    assert (first.status, first.json()) == (second.status, second.json()) == (200, {"status": "success",
+                                                                                   "verified": True})
+    assert live.scores_of("Twice") == [run["score"]]
+    other = played_run(srvmod, sim_config, ticket, JUMPER)
+    assert "already used" in assert_json_error(live.post("/score/Twice", other), 422)
+
+
+@pytest.mark.parametrize("change, status", [
+    ({"run": "no-such-ticket"}, 422), ({"width": 10_000}, 400), ({"inputs": "jump"}, 400),
+    ({"inputs": [[5, 1, 0], [5, 0, 0]]}, 422), ({"inputs": [[1, 2, 0]]}, 422),
+    ({"inputs": [[t, t % 2, 0] for t in range(20_001)]}, 422)],
+    ids=["unknown-ticket", "width", "inputs-not-a-list", "ticks-not-increasing", "key-not-0-or-1", "too-many"])
+def test_a_malformed_run_is_refused_saying_which_rule(live, srvmod, sim_config, change, status):
+    ticket = take_ticket(live)
+    run = dict(played_run(srvmod, sim_config, ticket), **change)
+    later(live, 60)
+    compact = json.dumps(run, separators=(",", ":"))  # 20,001 key changes still fit in 256 KiB
+    assert_json_error(live.post("/score/Shape", compact, headers={"Content-Type": "application/json"}), status)
+    assert live.get("/score/Shape").status == 404
+
+
+def test_tickets_are_limited_per_device(live):
+    statuses = [live.call("POST", "/runs", source="127.0.0.2").status for _ in range(21)]
+    assert statuses == [201] * 20 + [429]
+
+
+def test_a_ticket_and_a_verified_run_survive_a_restart(start, srvmod, sim_config, tmp_path):
+    live = start(tmp_path / "data")
+    ticket = take_ticket(live)
+    live.close()
+    again = start(tmp_path / "data")
+    run = played_run(srvmod, sim_config, ticket, JUMPER)
+    later(again, 120)
+    assert again.post("/score/Kept", run).json()["verified"] is True
+    again.close()
+    third = start(tmp_path / "data")
+    assert third.get("/runs/" + ticket["run"]).json()["inputs"] == run["inputs"]
+    assert third.get("/players/Kept").json()["scores"][0]["verified"] is True
+
+
+def test_verified_only_refuses_plain_posts_and_hides_unverified_scores(start, srvmod, sim_config, tmp_path):
+    live = start(tmp_path / "data")
+    assert live.post_score("Curl", 9_999_999).status == 200
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    assert live.post("/score/Honest", run).status == 200
+    live.close()
+    strict = start(tmp_path / "data", verified_only=True)
+    message = assert_json_error(strict.post_score("Curl", 5), 403)
+    assert "verified" in message
+    assert strict.board() == [{"name": "Honest", "score": run["score"]}]
+    assert [row["name"] for row in strict.get("/players").json()] == ["Honest"]
+    assert strict.get("/score/Curl").status == 404
+    strict.close()
+    assert len(start(tmp_path / "data").board()) == 2  # hidden, not deleted
+
+
+def test_replays_of_scores_that_dropped_out_are_deleted_at_compaction(start, srvmod, sim_config, tmp_path,
+                                                                       monkeypatch):
+    live = start(tmp_path / "data", client_limits=False)
+    runs = []
+    for _ in range(6):  # six verified runs for one player: the worst drops out of the top 5
+        ticket = take_ticket(live)
+        runs.append((ticket["run"], played_run(srvmod, sim_config, ticket, JUMPER[:2 * len(runs)])))
+    later(live, 600)
+    for run_id, run in runs:
+        assert live.post("/score/Six", run).status == 200
+    kept = {s["run"] for s in live.get("/players/Six").json()["scores"]}
+    dropped = [run_id for run_id, _ in runs if run_id not in kept]
+    assert len(kept) == 5 and len(dropped) == 1
+    live.close()  # compacts
+    again = start(tmp_path / "data")
+    assert again.get("/runs/" + dropped[0]).status == 404
+    assert all(again.get("/runs/" + run_id).status == 200 for run_id in kept)
+    lines = (tmp_path / "data" / "runs.jsonl").read_bytes().splitlines()
+    assert len(lines) == 5
