@@ -22,11 +22,13 @@ import base64
 import bisect
 import collections
 import contextlib
+import csv
 import errno
 import hashlib
 import hmac
 import importlib.util
 import inspect
+import io
 import itertools
 import math
 import json
@@ -129,6 +131,15 @@ MAX_RUN_INPUTS = 20_000        # key changes in one run: two hours of hard play 
 MAX_RUN_BYTES = 256 * 1024     # the body of a posted run (a minute of play is about 2 KB)
 RUN_SLACK_S = 2                # timers and the network may make a run look this much quicker than it was
 MAX_RUN_ID_CHARS = 64          # a run id is opaque, but short
+
+AUDIT_KEPT = 1000              # teacher actions listed in the audit: a term of lessons
+MAX_BLOCKED_WORDS = 200        # the teacher's own list of words no name may hold
+MAX_TITLE_CHARS = 80           # a round's title fits the projector's top line
+STANDINGS_ROWS = 50            # bots shown per game on /bots
+TEACHER_FILE = "teacher.json"  # the teacher key and the salt of device names, mode 0600
+DEVICE_CHARS = 8               # a device is this many hex digits of a salted hash of its address
+ACTIVE_S = 300                 # a device that posted or took a ticket this recently counts as playing now
+MAX_ACTIVE_DEVICES = 10_000    # bounds the table behind "playing now"
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
 COMPACT_RETRY_S = 1            # a failed compaction is tried again after this, doubling each time ...
@@ -557,13 +568,15 @@ class ClientLimits:
 # holds, so a journal left behind by a crash in mid-compaction replays safely.
 
 
-def score_record(name, score, run=None, digest=None):
-    """A score posted under a player's name: {"op": "score", "name", "score"}.
+def score_record(name, score, run=None, digest=None, device=None, at=None):
+    """A score posted under a player's name: {"op": "score", "name", "score", "device", "at"}.
 
-    A verified score adds the id of its run ticket and the digest of the run
-    as posted, so posting the same run again answers as the first time did.
+    ``device`` (a salted hash of the address) and ``at`` are remembered for a
+    new player, for the teacher.  A verified score adds the id of its run
+    ticket and the digest of the run as posted, so posting the same run again
+    answers as the first time did.
     """
-    record = {"op": "score", "name": name, "score": score}
+    record = {"op": "score", "name": name, "score": score, "device": device, "at": at}
     if run is not None:
         record.update(run=run, digest=digest)
     return record
@@ -608,12 +621,24 @@ def apply_game(state, record):
     return state.accounts.set_game(record)
 
 
+def admin_record(action, target, at, **fields):
+    """A teacher's action: what was done, to whom, and when; applied by ADMIN_ACTIONS[action]."""
+    return {"op": "admin", "action": action, "target": target, "at": at, **fields}
+
+
+def apply_admin(state, record):
+    result = ADMIN_ACTIONS[record["action"]](state, record)
+    state.classroom.audit.appendleft((record["at"], record["action"], record["target"]))
+    return result
+
+
 # Every kind of record: its constructor and the applier that replays it.
 RECORDS = {
     "score": (score_record, apply_score),
     "user": (user_record, apply_user),
     "game": (game_record, apply_game),
     "ticket": (ticket_record, apply_ticket),
+    "admin": (admin_record, apply_admin),
 }
 
 
@@ -649,6 +674,25 @@ def write_file_atomically(path, data):
     os.close(fd)
     os.replace(temp, path)
     fsync_directory(os.path.dirname(path))
+
+
+def load_teacher_secrets(data_dir, new_key=False):
+    """The teacher key and the salt of device names: made once, kept in the data directory (mode 0600).
+
+    ``new_key`` replaces the key, so a leaked teacher link stops working.
+    """
+    path = os.path.join(data_dir, TEACHER_FILE)
+    try:
+        with open(path, "rb") as file:
+            secrets_ = json.loads(file.read())
+    except FileNotFoundError:
+        secrets_ = {}
+    except ValueError as error:
+        raise StartupError(f"{path} is corrupt ({error}); move it away and a new teacher key is made") from None
+    if new_key or "key" not in secrets_ or "salt" not in secrets_:
+        secrets_ = {"key": secrets.token_urlsafe(32), "salt": secrets_.get("salt") or secrets.token_hex(16)}
+        write_file_atomically(path, json.dumps(secrets_).encode())
+    return secrets_["key"], secrets_["salt"]
 
 
 class Journal:
@@ -1136,6 +1180,8 @@ class Leaderboard:
         self.names = {}            # key -> name as first spelled, where that differs from the key
         self.lookalikes = {}       # skeleton -> key, where the skeleton differs from the key
         self.verified = {}         # seq -> run id, for kept scores whose run the server replayed
+        self.hidden = set()        # keys the teacher hid: kept, shown nowhere; a new round keeps them hidden
+        self.origins = {}          # key -> (device, created_at) of the post that made the player
         self.ranked = RankedList()  # every kept score
         self.bests = RankedList()   # each player's best score: the boards rank children, not scores
         self.version = 0           # changes whenever a kept score changes
@@ -1180,6 +1226,7 @@ class Leaderboard:
         if entries is None:
             key = self._new_player(name)
             entries = self.players[key]
+            self.origins[key] = (record.get("device"), record.get("at"))
         entry = (rank_of(score, seq), key)
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
@@ -1196,9 +1243,73 @@ class Leaderboard:
             if best is not None:
                 self.bests.remove(best)
             self.bests.add(entry)
+        self._changed()
+        return True
+
+    def _take_out(self, entry):
+        """Remove one kept entry from the player's list and both rankings."""
+        key = entry[1]
+        entries = self.players[key]
+        best = entries[0]
+        entries.remove(entry)
+        self.ranked.remove(entry)
+        self.verified.pop(seq_of(entry[0]), None)
+        if entry == best:
+            self.bests.remove(best)
+            if entries:
+                self.bests.add(entries[0])
+
+    def remove_score(self, key, score):
+        """Remove one kept score of that value (the latest posted of equal ones); False if there is none."""
+        found = [entry for entry in self.players.get(key, ()) if score_of(entry[0]) == score]
+        if not found:
+            return False
+        self._take_out(found[-1])
+        self._changed()
+        return True
+
+    def rename(self, key, name):
+        """Give a player another name; their scores, runs and origin go with them."""
+        entries = self.players.pop(key)
+        self.names.pop(key, None)
+        for entry in list(entries):
+            self.ranked.remove(entry)
+        if entries:
+            self.bests.remove(entries[0])
+        new_key = self._new_player(name)
+        moved = [(rank, new_key) for rank, _ in entries]
+        self.players[new_key] = moved
+        for entry in moved:
+            self.ranked.add(entry)
+        if moved:
+            self.bests.add(moved[0])
+        self.origins[new_key] = self.origins.pop(key, (None, None))
+        if key in self.hidden:
+            self.hidden.discard(key)
+            self.hidden.add(new_key)
+        self._changed()
+        return new_key
+
+    def set_hidden(self, keys, hidden):
+        for key in keys:
+            if hidden:
+                self.hidden.add(key)
+            else:
+                self.hidden.discard(key)
+        self._changed()
+
+    def keys_from_device(self, device):
+        return [key for key, (origin, _) in self.origins.items() if origin == device]
+
+    def clear(self):
+        """Start an empty board for a new round; hidden names stay hidden."""
+        self.players, self.names, self.lookalikes, self.verified, self.origins = {}, {}, {}, {}, {}
+        self.ranked, self.bests = RankedList(), RankedList()
+        self._changed()
+
+    def _changed(self):
         self.version += 1
         self.on_change()
-        return True
 
     def top_scores(self, key):
         entries = self.players.get(key)
@@ -1223,7 +1334,8 @@ class Leaderboard:
 
     def snapshot_parts(self):
         """A consistent copy for the snapshot, cheap enough to take while writes wait."""
-        return list(self.players), dict(self.names), self.ranked.view(), dict(self.verified)
+        return (list(self.players), dict(self.names), self.ranked.view(), dict(self.verified), set(self.hidden),
+                dict(self.origins))
 
     @staticmethod
     def snapshot_from_parts(parts):
@@ -1233,13 +1345,14 @@ class Leaderboard:
         keeps the memory peak of a restart with 100,000 players low.  "runs"
         pairs the seq of each verified score with its run id.
         """
-        keys, names, ranked, verified = parts
+        keys, names, ranked, verified, hidden, origins = parts
         index = {key: i for i, key in enumerate(keys)}
         entries = []
         for rank, key in ranked:
             entries += (index[key], score_of(rank), seq_of(rank))
         return {"names": [names.get(key, key) for key in keys], "entries": entries,
-                "runs": [[seq, run] for seq, run in verified.items()]}
+                "runs": [[seq, run] for seq, run in verified.items()], "hidden": sorted(hidden),
+                "origins": [[index[key], *origin] for key, origin in origins.items() if key in index]}
 
     def load_snapshot(self, data):
         keys = [self._new_player(name) for name in data["names"]]
@@ -1254,6 +1367,8 @@ class Leaderboard:
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
         self.verified = {seq: run for seq, run in data.get("runs", ())}
+        self.hidden = set(data.get("hidden", ()))
+        self.origins = {keys[i]: (device, at) for i, device, at in data.get("origins", ())}
         self.version += 1
 
 
@@ -1448,6 +1563,136 @@ def run_digest(name, score, width, inputs):
 
 
 # ---------------------------------------------------------------------------
+# The classroom: the teacher's settings, rounds and audit list
+# ---------------------------------------------------------------------------
+
+DEFAULT_SETTINGS = {"verified_only": False, "new_names": True, "name_filter": True, "blocked_words": []}
+
+
+class Classroom:
+    """What the teacher decided: the settings, the rounds played so far, and the audit list."""
+
+    def __init__(self):
+        self.settings = copy_json(DEFAULT_SETTINGS)
+        self.rounds = []      # archived rounds, oldest first: {"id", "title", "started_at", "ended_at", "players"}
+        self.round = {"id": 1, "title": "", "started_at": None}   # the round being played
+        self.audit = collections.deque(maxlen=AUDIT_KEPT)          # (at, action, target), newest first
+
+    def archive(self, record):
+        """Close the current round as ``record`` says and open the next one."""
+        self.rounds.append({"id": self.round["id"], "title": self.round["title"],
+                            "started_at": self.round["started_at"], "ended_at": record["at"],
+                            "players": record["players"]})
+        self.round = {"id": self.round["id"] + 1, "title": record["title"], "started_at": record["at"]}
+
+    def snapshot_parts(self):
+        return {"classroom": {"settings": copy_json(self.settings), "rounds": copy_json(self.rounds),
+                              "round": dict(self.round), "audit": [list(item) for item in self.audit]}}
+
+    def load_snapshot(self, data):
+        classroom = data.get("classroom")
+        if classroom:
+            self.settings = {**DEFAULT_SETTINGS, **classroom["settings"]}
+            self.rounds, self.round = classroom["rounds"], classroom["round"]
+            self.audit.extend(tuple(item) for item in classroom["audit"])
+
+
+# Every teacher action is one "admin" record; these change the state for each.
+def admin_hide(state, record):
+    return state.leaderboard.set_hidden([record["key"]], record["hidden"])
+
+
+def admin_rename(state, record):
+    return state.leaderboard.rename(record["key"], record["name"])
+
+
+def admin_remove_score(state, record):
+    return state.leaderboard.remove_score(record["key"], record["score"])
+
+
+def admin_hide_device(state, record):
+    keys = state.leaderboard.keys_from_device(record["device"])
+    state.leaderboard.set_hidden(keys, True)
+    return len(keys)
+
+
+def admin_settings(state, record):
+    state.classroom.settings.update(record["settings"])
+    state.leaderboard._changed()  # verified-only changes what every board shows
+
+
+def admin_new_round(state, record):
+    state.classroom.archive(record)
+    state.leaderboard.clear()
+
+
+ADMIN_ACTIONS = {
+    "hide": admin_hide,
+    "rename": admin_rename,
+    "remove score": admin_remove_score,
+    "hide device": admin_hide_device,
+    "settings": admin_settings,
+    "new round": admin_new_round,
+}
+
+
+# Names children should not give themselves (English), matched as whole words
+# once folded (see rude_word_in); the teacher adds more in the settings.
+# Words that are also names or places (Dick, Hell) are left out; the teacher can add them.
+RUDE_WORDS = frozenset("""
+    arse arsehole ass asshole bastard bitch bollocks boob boobs bugger butthole cock crap cunt dickhead dildo
+    douche fag faggot fart fuck fucker fucking idiot jerk knob moron nazi nigga nigger penis piss poo poop
+    porn prick pussy rape retard sex shit shite slut stupid suck sucks tit tits turd twat vagina wank wanker
+    whore
+""".split())
+
+# Letters a child types for other letters to slip a word past a filter.
+LEET = str.maketrans("0134578@$!|", "oieastbasil")
+SEPARATORS = re.compile(r"[\s._\-'*+~^,:;/\\|]+")
+
+
+def fold_for_filter(text):
+    """A word as the filter reads it: skeleton, digits read as letters, separators taken out."""
+    return SEPARATORS.sub("", skeleton(text).translate(LEET))
+
+
+def squeeze(word):
+    """Letters not repeated: baaad is bad."""
+    return re.sub(r"(.)\1+", r"\1", word)
+
+
+def rude_words(blocked=()):
+    """Each rude word squeezed, with the length of its shortest spelling (poo must not catch Po)."""
+    lengths = {}
+    for word in itertools.chain(RUDE_WORDS, (word for word in blocked if word.strip())):
+        folded = fold_for_filter(word)
+        lengths[squeeze(folded)] = min(len(folded), lengths.get(squeeze(folded), len(folded)))
+    return lengths
+
+
+BUILT_IN_RUDE_WORDS = rude_words()
+
+
+def rude_word_in(name, blocked=()):
+    """Whether the name holds a rude word as a whole word: B.a.d and baaad match bad, Scunthorpe does not.
+
+    Words are split at spaces; a run of one-letter words (b a d) is read as
+    one word too.
+    """
+    rude = rude_words(blocked) if blocked else BUILT_IN_RUDE_WORDS
+    words = [fold_for_filter(word) for word in skeleton(name).split()]
+    candidates = words + ["".join(word for word in words if len(word) == 1)]
+    return any(len(word) >= rude.get(squeeze(word), len(word) + 1) for word in candidates if word)
+
+
+# Friendly names for "pick a name for me": 24 x 24 = 576 of them.
+NAME_ADJECTIVES = ("Brave Bright Bouncy Calm Clever Cosmic Curious Daring Eager Fancy Gentle Happy Jolly Kind "
+                   "Lively Lucky Mighty Nimble Plucky Quick Sunny Swift Witty Zippy").split()
+NAME_ANIMALS = ("Badger Beaver Bison Camel Dolphin Falcon Ferret Gecko Heron Koala Lemur Lynx Marmot Moose "
+                "Narwhal Otter Owl Panda Puffin Quokka Robin Seal Tapir Walrus").split()
+
+
+# ---------------------------------------------------------------------------
 # Users, tokens and game sessions
 # ---------------------------------------------------------------------------
 
@@ -1565,6 +1810,7 @@ class State:
         self.leaderboard = Leaderboard(on_change)
         self.accounts = Accounts()
         self.tickets = RunTickets()
+        self.classroom = Classroom()
 
     def apply(self, record):
         """Change the state by one journal record; return what its applier returns."""
@@ -1577,17 +1823,20 @@ class State:
 
     def snapshot_parts(self):
         """A consistent copy of everything, taken by the writer while the state is still."""
-        return self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts(), self.tickets.snapshot_parts()
+        return (self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts(), self.tickets.snapshot_parts(),
+                self.classroom.snapshot_parts())
 
     def snapshot_from_parts(self, parts):
         """The snapshot's JSON object, built from the copy with no lock held."""
-        board, accounts, tickets = parts
-        return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets}
+        board, accounts, tickets, classroom = parts
+        return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets,
+                **classroom}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
         self.accounts.load_snapshot(snapshot)
         self.tickets.load_snapshot(snapshot)
+        self.classroom.load_snapshot(snapshot)
 
 
 # ---------------------------------------------------------------------------
@@ -2546,6 +2795,8 @@ STATIC_FILES = {
     "/": ("dino.html", HTML),
     "/user": ("user.html", HTML),
     "/board": ("board.html", HTML),
+    "/teacher": ("teacher.html", HTML),
+    "/bots": ("bots.html", HTML),
     "/live.js": ("live.js", SCRIPT),
     "/qr.js": ("qr.js", SCRIPT),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
@@ -2668,10 +2919,10 @@ class App:
     """The routes' handlers, over the storage, the games and the live-update broadcaster."""
 
     def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None, client_limits=True,
-                 verified_only=False):
+                 verified_only=False, new_teacher_key=False):
         self.log = log
         self.sim_config = read_sim_config()
-        self.verified_only = verified_only
+        self.always_verified_only = verified_only  # --verified-only: the teacher's switch cannot turn it off
         self.clock = time.time  # when run tickets are issued and runs posted; tests may move it
         self.token_ttl = token_ttl
         self.games = games if games is not None else build_games()
@@ -2681,6 +2932,9 @@ class App:
         self.state = State(on_change=self.broadcaster.changed)
         self.storage = Storage(data_dir, self.state, log, after_compaction=self._drop_unkept_runs)
         self.replays = Replays(data_dir, log)
+        self.teacher_key, self.device_salt = load_teacher_secrets(data_dir, new_key=new_teacher_key)
+        self.rounds_dir = os.path.join(data_dir, "rounds")
+        self._active = {}  # client -> monotonic time it last posted or took a ticket, oldest first
         self.leaderboard = self.state.leaderboard
         self.accounts = self.state.accounts
         self.router = Router(self, ROUTES)
@@ -2736,7 +2990,10 @@ class App:
 
     def join(self, request):
         """What the projector shows: the address children type, or scan."""
-        return json_response({"url": self.join_url or f"http://{request.headers.get('Host', 'localhost')}/"})
+        with self.storage.read():
+            current = dict(self.state.classroom.round)
+        return json_response({"url": self.join_url or f"http://{request.headers.get('Host', 'localhost')}/",
+                              "title": current["title"], "round": current["id"], "playing": self.playing_now()})
 
     # -- leaderboard -------------------------------------------------------
 
@@ -2751,7 +3008,8 @@ class App:
             raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
                                                   "this server's page and your run is verified for you")
         self.admit_player(request, name)
-        self.storage.commit(score_record(name, score))
+        self.seen(request.client)
+        self.storage.commit(score_record(name, score, device=self.device_of(request.client), at=int(time.time())))
         return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
 
     def admit_player(self, request, name):
@@ -2761,6 +3019,11 @@ class App:
             full = new and self.leaderboard.player_count() >= MAX_PLAYERS
         if not new:
             return
+        settings = self.state.classroom.settings
+        if not settings["new_names"]:
+            raise HTTPError(HTTPStatus.FORBIDDEN, "the teacher has closed the board to new names for now: "
+                                                  "play under the name you used before")
+        self.refuse_rude(name)
         self.refuse_lookalike(name)
         self.limits.take(NEW_NAMES, request.client, "new names")
         if full:
@@ -2776,6 +3039,7 @@ class App:
             if self.state.tickets.count() >= MAX_OPEN_TICKETS:
                 raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "too many runs are being played at once; "
                                                                 "try again in a minute")
+        self.seen(request.client)
         run_id, seed = secrets.token_urlsafe(12), secrets.randbits(32)
         self.storage.commit(ticket_record(run_id, seed, int(self.clock())))
         return json_response({"run": run_id, "seed": seed}, HTTPStatus.CREATED)
@@ -2808,7 +3072,8 @@ class App:
         self.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
                           "inputs": inputs, "at": int(now)})
         try:
-            self.storage.commit(score_record(name, score, run=run_id, digest=digest))
+            self.storage.commit(score_record(name, score, run=run_id, digest=digest,
+                                             device=self.device_of(request.client), at=int(now)))
         finally:
             self.replays.done(run_id)
         return VERIFIED_RESPONSE
@@ -2843,7 +3108,9 @@ class App:
         run = self.replays.read(run_id)
         if run is not None:
             with self.storage.read():
-                kept = any(kept_run == run_id for _, kept_run in self.leaderboard.kept_scores(name_key(run["name"])))
+                key = name_key(run["name"])
+                kept = key not in self.leaderboard.hidden and any(
+                    kept_run == run_id for _, kept_run in self.leaderboard.kept_scores(key))
         if run is None or not kept:
             raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
         return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at")}
@@ -2854,7 +3121,7 @@ class App:
         name = clean_name(decode_path_segment(name))
         key = name_key(name)
         with self.storage.read():
-            kept = self.leaderboard.kept_scores(key)
+            kept = self.leaderboard.kept_scores(key) if key not in self.leaderboard.hidden else []
             rank = self.leaderboard.rank_of_best(key)
             shown = self.leaderboard.display(key)
         if self.verified_only:
@@ -2872,6 +3139,8 @@ class App:
         name = clean_name(decode_path_segment(name))
         with self.storage.read():
             found = self.leaderboard.top_scores(name_key(name))
+            if name_key(name) in self.leaderboard.hidden:
+                found = None
             if found is not None and self.verified_only:
                 kept = self.leaderboard.kept_scores(name_key(name))
                 found["scores"] = [score for score, run in kept if run is not None] or None
@@ -2885,8 +3154,16 @@ class App:
         with self.storage.read():
             known = self.leaderboard.top_scores(name_key(name))
         if known is None:
+            self.refuse_rude(name)
             self.refuse_lookalike(name)
         return json_response({"name": known["name"] if known else name})
+
+    def refuse_rude(self, name):
+        """Refuse a name with a rude word in it, without repeating the word."""
+        settings = self.state.classroom.settings
+        if settings["name_filter"] and rude_word_in(name, settings["blocked_words"]):
+            raise bad_request("that name is not allowed on a class board: pick another one, or press "
+                              "'Pick a name for me'")
 
     def refuse_lookalike(self, name):
         """Refuse a new name that looks like an existing player's, so nobody can pose as a classmate."""
@@ -2908,12 +3185,25 @@ class App:
         return self._listing(("players", offset, limit, needle), limit,
                              lambda picture: picture.player_rows(offset, needle))
 
+    @property
+    def verified_only(self):
+        return self.always_verified_only or self.state.classroom.settings["verified_only"]
+
     def shown(self):
-        """Which entries listings may show now, or None for all; and a key that changes with it."""
+        """Which entries listings may show now, or None for all; and a key that changes with it.
+
+        Hidden players are left out, and under verified-only every score the
+        server did not replay; nothing is deleted.
+        """
+        hidden = self.leaderboard.hidden
         if not self.verified_only:
-            return None, ()
+            return self.hidden_filter(), ()
         verified = self.leaderboard.verified
-        return (lambda entry: seq_of(entry[0]) in verified), ("verified",)
+        return (lambda entry: entry[1] not in hidden and seq_of(entry[0]) in verified), ("verified",)
+
+    def hidden_filter(self):
+        hidden = self.leaderboard.hidden
+        return (lambda entry: entry[1] not in hidden) if hidden else None
 
     def _listing(self, key, limit, rows_of):
         """A listing built from a still picture of the board, with no lock held while it is built."""
@@ -2937,6 +3227,202 @@ class App:
         self.broadcaster.subscribe(request.client)
         return Response(HTTPStatus.OK, EventStream(self.broadcaster, request.client), "text/event-stream",
                         API_HEADERS)
+
+    # -- the teacher ---------------------------------------------------------
+
+    def teacher(self, request):
+        """Refuse a request without the teacher key: only the key's holder moderates and runs rounds."""
+        scheme, _, key = (request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.teacher_key.encode()):
+            raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
+                                                     "server printed when it started",
+                            headers=[("WWW-Authenticate", "Bearer")])
+
+    def device_of(self, client):
+        """A device's short, salted name: the same address gives the same name, and never the address."""
+        return hashlib.sha256((self.device_salt + client).encode()).hexdigest()[:DEVICE_CHARS]
+
+    def seen(self, client):
+        """Count a device as playing now."""
+        self._active.pop(client, None)
+        self._active[client] = time.monotonic()
+        if len(self._active) > MAX_ACTIVE_DEVICES:
+            self._active.pop(next(iter(self._active)))
+
+    def playing_now(self):
+        cutoff = time.monotonic() - ACTIVE_S
+        return sum(1 for stamp in list(self._active.values()) if stamp >= cutoff)
+
+    def audit(self, action, target, **fields):
+        """Journal a teacher action, durable before the answer, and return what applying it returned."""
+        return self.storage.commit(admin_record(action, target, int(time.time()), **fields))
+
+    def admin_row(self, key):
+        entries = self.leaderboard.players.get(key, [])
+        device, created_at = self.leaderboard.origins.get(key, (None, None))
+        return {"name": self.leaderboard.display(key), "best": score_of(entries[0][0]) if entries else None,
+                "scores": [score_of(rank) for rank, _ in entries], "hidden": key in self.leaderboard.hidden,
+                "device": device, "created_at": created_at}
+
+    def admin_players(self, request):
+        self.teacher(request)
+        needle = name_key(request.query.get("q", "").strip()[:MAX_NAME_CHARS])
+        with self.storage.read():
+            rows = [self.admin_row(key) for key in self.leaderboard.players if needle in key]
+        rows.sort(key=lambda row: (row["best"] is None, -(row["best"] or 0), row["name"]))
+        return json_response(rows)
+
+    def admin_player_key(self, name):
+        key = name_key(clean_name(decode_path_segment(name)))
+        with self.storage.read():
+            if not self.leaderboard.has_player(key):
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {decode_path_segment(name)!r}")
+        return key
+
+    def admin_change_player(self, request, name):
+        self.teacher(request)
+        key = self.admin_player_key(name)
+        fields = parse_json_object(request.body, '{"hidden": true} or {"name": "New name"}')
+        if isinstance(fields.get("hidden"), bool):
+            self.audit("hide" if fields["hidden"] else "show", self.leaderboard.display(key), key=key,
+                       hidden=fields["hidden"])
+        elif isinstance(fields.get("name"), str):
+            new = clean_name(fields["name"])
+            with self.storage.read():
+                taken = self.leaderboard.has_player(name_key(new)) and name_key(new) != key
+            if taken:
+                raise HTTPError(HTTPStatus.CONFLICT, f"{new!r} is another player's name; pick a name nobody has")
+            key = self.audit("rename", f"{self.leaderboard.display(key)} -> {new}", key=key, name=new)
+        else:
+            raise bad_request('send {"hidden": true}, {"hidden": false} or {"name": "New name"}')
+        with self.storage.read():
+            return json_response(self.admin_row(key))
+
+    def admin_remove_score(self, request, name, score):
+        self.teacher(request)
+        key = self.admin_player_key(name)
+        with self.storage.read():
+            kept = [kept_score for kept_score, _ in self.leaderboard.kept_scores(key)]
+        if int(score) not in kept:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"{self.leaderboard.display(key)} has no kept score of {score}")
+        self.audit("remove score", f"{self.leaderboard.display(key)}: {score}", key=key, score=int(score))
+        with self.storage.read():
+            return json_response(self.admin_row(key))
+
+    def admin_hide_device(self, request, device):
+        self.teacher(request)
+        hidden = self.audit("hide device", device, device=device)
+        return json_response({"hidden": hidden})
+
+    def admin_settings(self, request):
+        self.teacher(request)
+        if request.method == "PATCH":
+            changes = parse_json_object(request.body, '{"new_names": false}')
+            for field, value in changes.items():
+                wanted = list if field == "blocked_words" else bool
+                if field not in DEFAULT_SETTINGS or not isinstance(value, wanted):
+                    raise bad_request(f"settings are {', '.join(DEFAULT_SETTINGS)}; {field!r} is not one, "
+                                      "or has the wrong type")
+            if "blocked_words" in changes:
+                words = changes["blocked_words"]
+                if len(words) > MAX_BLOCKED_WORDS or not all(isinstance(w, str) and len(w) <= MAX_NAME_CHARS
+                                                             for w in words):
+                    raise bad_request(f"blocked_words is a list of at most {MAX_BLOCKED_WORDS} words of at most "
+                                      f"{MAX_NAME_CHARS} characters")
+            self.audit("settings", ", ".join(f"{field}={json.dumps(value)}" for field, value in changes.items()),
+                       settings=changes)
+        with self.storage.read():
+            return json_response(copy_json(self.state.classroom.settings))
+
+    def admin_new_round(self, request):
+        self.teacher(request)
+        fields = parse_json_object(request.body, '{"title": "Round 2"}')
+        title = fields.get("title", "")
+        if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+            raise bad_request(f'"title" must be text of at most {MAX_TITLE_CHARS} characters')
+        title = title.strip()
+        now = int(time.time())
+        with self.storage.read():
+            ended = dict(self.state.classroom.round)
+            picture = self.leaderboard.picture(self.hidden_filter())
+        board = [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
+                 for row in picture.player_rows()]
+        archive = {"id": ended["id"], "title": ended["title"], "started_at": ended["started_at"], "ended_at": now,
+                   "board": board}
+        os.makedirs(self.rounds_dir, exist_ok=True)
+        write_file_atomically(os.path.join(self.rounds_dir, f"{ended['id']}.json"), json.dumps(archive).encode())
+        self.audit("new round", title or f"round {ended['id'] + 1}", title=title, players=len(board))
+        with self.storage.read():
+            return json_response(self.state.classroom.rounds[-1], HTTPStatus.CREATED)
+
+    def admin_log(self, request):
+        self.teacher(request)
+        with self.storage.read():
+            items = list(self.state.classroom.audit)
+        return json_response([{"at": at, "action": action, "target": target} for at, action, target in items])
+
+    # -- rounds, names and standings for everyone ------------------------------
+
+    def list_rounds(self, request):
+        with self.storage.read():
+            return json_response(copy_json(self.state.classroom.rounds))
+
+    def round_board(self, round_id):
+        if round_id == "current":
+            with self.storage.read():
+                current = dict(self.state.classroom.round)
+                picture = self.leaderboard.picture(self.shown()[0])
+            rows = [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
+                    for row in picture.player_rows()]
+            return {**current, "ended_at": None, "board": rows}
+        if not round_id.isdigit():
+            raise HTTPError(HTTPStatus.NOT_FOUND, "a round id is a number, or current")
+        try:
+            with open(os.path.join(self.rounds_dir, f"{int(round_id)}.json"), "rb") as file:
+                return json.loads(file.read())
+        except FileNotFoundError:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"there is no archived round {round_id}") from None
+
+    def get_round(self, request, round_id):
+        return json_response(self.round_board(round_id))
+
+    def round_csv(self, request, round_id):
+        """A round's final board as CSV for a spreadsheet: rank, name, best, verified."""
+        lines = io.StringIO()
+        writer = csv.writer(lines)
+        writer.writerow(["rank", "name", "best", "verified"])
+        for row in self.round_board(round_id)["board"]:
+            name = row["name"]
+            if name[:1] in ("=", "+", "-", "@"):
+                name = "'" + name  # a spreadsheet must not take a child's name for a formula
+            writer.writerow([row["rank"], name, row["best"], "yes" if row["verified"] else "no"])
+        headers = API_HEADERS + (("Content-Disposition", f'attachment; filename="round-{round_id}.csv"'),)
+        return Response(HTTPStatus.OK, lines.getvalue().encode(), "text/csv; charset=utf-8", headers)
+
+    def suggest_name(self, request):
+        """A friendly adjective-and-animal name nobody has, that the filter lets through."""
+        rng = random.Random(secrets.randbits(32))
+        with self.storage.read():
+            for _ in range(50):
+                name = f"{rng.choice(NAME_ADJECTIVES)} {rng.choice(NAME_ANIMALS)}"
+                if not self.leaderboard.has_player(name_key(name)) and not self.leaderboard.lookalike_of(name):
+                    return json_response({"name": name})
+        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
+
+    def standings(self, request):
+        """The game API's standings per game: users by wins, then win rate; public ids, never tokens."""
+        with self.storage.read():
+            rows = {game_id: [] for game_id in self.games}
+            for user_id, games in self.accounts.metrics.items():
+                for game_id, stats in games.items():
+                    if game_id in rows and stats["total"]:
+                        rows[game_id].append({"id": user_id, "user": self.accounts.users[user_id]["name"],
+                                              **stats, "rate": round(stats["win"] / stats["total"], 3)})
+        games = []
+        for game_id, players in rows.items():
+            players.sort(key=lambda row: (-row["win"], -row["rate"], row["user"]))
+            games.append({"id": game_id, "name": self.games[game_id].name, "players": players[:STANDINGS_ROWS]})
+        return json_response({"games": games})
 
     # -- game API ----------------------------------------------------------
 
@@ -3118,6 +3604,19 @@ ROUTES = [
     ("GET", "/status", "status"),
     ("GET", "/metrics", "metrics"),
     ("GET", "/allmetrics", "all_metrics"),
+    ("GET", "/standings", "standings"),
+    ("GET", "/names/suggest", "suggest_name"),
+    ("GET", "/rounds", "list_rounds"),
+    ("GET", r"/rounds/(?P<round_id>[0-9]+|current)\.csv", "round_csv"),
+    ("GET", r"/rounds/(?P<round_id>[0-9]+|current)", "get_round"),
+    ("GET", "/admin/players", "admin_players"),
+    ("PATCH", r"/admin/players/(?P<name>[^/]+)", "admin_change_player"),
+    ("DELETE", r"/admin/players/(?P<name>[^/]+)/scores/(?P<score>[0-9]{1,8})", "admin_remove_score"),
+    ("DELETE", r"/admin/devices/(?P<device>[0-9a-f]{1,16})", "admin_hide_device"),
+    ("GET", "/admin/settings", "admin_settings"),
+    ("PATCH", "/admin/settings", "admin_settings"),
+    ("POST", "/admin/rounds", "admin_new_round"),
+    ("GET", "/admin/log", "admin_log"),
 ]
 
 
@@ -3687,7 +4186,7 @@ class DinoServer(ThreadingHTTPServer):
 
 
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
-                games_file=None, log=None, client_limits=True, verified_only=False):
+                games_file=None, log=None, client_limits=True, verified_only=False, new_teacher_key=False):
     """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     notes = []
@@ -3702,7 +4201,7 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
         server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server),
-                         client_limits=client_limits, verified_only=verified_only)
+                         client_limits=client_limits, verified_only=verified_only, new_teacher_key=new_teacher_key)
     except BaseException:
         server.close()
         raise
@@ -3744,6 +4243,8 @@ def banner(server, data_dir, token_ttl):
     lines.append(f"  Data directory:    {os.path.abspath(data_dir)} "
                  f"({app.leaderboard.player_count()} players, {app.accounts.user_count()} API users loaded)")
     lines.append(f"  API tokens last:   {token_ttl} s (--token-ttl)")
+    lines.append(f"  Teacher:           {app.join_url}teacher#key={app.teacher_key}")
+    lines.append("                     (the teacher's console: keep this link to yourself)")
     lines += [f"  Note: {note}" for note in server.notes]
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
@@ -3770,6 +4271,8 @@ def parse_args(argv):
                         help=f"how long a game-API token works after /create (default {TOKEN_TTL_S})")
     parser.add_argument("--games", metavar="FILE",
                         help="a Python file of extra games to offer (see the README's plugin protocol)")
+    parser.add_argument("--new-teacher-key", action="store_true",
+                        help="replace the teacher key, so an old teacher link stops working")
     parser.add_argument("--verified-only", action="store_true",
                         help="only runs the server replayed count: plain score posts get 403, and unverified "
                              "scores are hidden from every listing (not deleted)")
@@ -3796,7 +4299,8 @@ def main(argv=None):
     sys.modules.setdefault("server", sys.modules[__name__])
     try:
         server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games,
-                             client_limits=args.client_limits == "on", verified_only=args.verified_only)
+                             client_limits=args.client_limits == "on", verified_only=args.verified_only,
+                             new_teacher_key=args.new_teacher_key)
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
