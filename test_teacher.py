@@ -1,0 +1,351 @@
+"""The teacher's console /teacher, the game page's name picker, and /bots, in a real browser.
+
+The teacher runs the class from a phone with nothing but the link the server
+printed at start (it carries the key in its fragment). These tests open that
+link in a phone-sized window and check what the teacher, the projector and
+a child at a shared tablet then see.
+"""
+
+import csv
+import io
+import json
+import re
+import urllib.parse
+from pathlib import Path
+
+from conftest import LIVE_MS, PHONE, eventually, expect, http, post_score, same_origin, scores_of
+
+DOCS = Path(__file__).resolve().parent / "docs"
+PROJECTOR = {"viewport": {"width": 1920, "height": 1080}, "device_scale_factor": 1}
+PHONE_SHOT = dict(PHONE, device_scale_factor=2)   # docs/*.png at 780x1688, as docs/phone.png
+HIDE_MS = 1000                                     # a hidden name leaves the projector within a second
+ROUND_CHECK_MS = 8000                              # the game page asks for the round at most every 5 s
+KEY_MESSAGE = "Open the teacher link printed when the server started"
+
+
+# ---------------------------------------------------------------- helpers
+
+def teacher_key(server):
+    found = re.search(r"#key=([A-Za-z0-9_-]+)", server.output())
+    assert found, f"no teacher link in the server's banner:\n{server.output()}"
+    return found.group(1)
+
+
+def admin(server, method, path, body=None):
+    return server.call(method, path, body, headers={"Authorization": "Bearer " + teacher_key(server)})
+
+
+def open_teacher(open_tab, server, **context_options):
+    tab = open_tab("/teacher#key=" + teacher_key(server), **(context_options or PHONE))
+    expect(tab.page.locator("#players-count")).not_to_have_text("")
+    return tab
+
+
+def player_row(page, name):
+    return page.locator("#players li.player").filter(has=page.locator(".name", has_text=name))
+
+
+def board_names(page):
+    return page.locator("#leaderboard .name")
+
+
+def assert_clean(tab, server):
+    assert tab.console_errors == []
+    assert tab.page_errors == []
+    assert tab.csp_violations() == []
+    assert [url for url in tab.requests if not same_origin(server, url)] == []
+
+
+# ================================================================ the teacher's console
+
+def test_the_key_leaves_the_address_bar_and_the_console_shows_the_players(server, open_tab):
+    post_score(server, "Bea", 300)
+    tab = open_teacher(open_tab, server)
+    page = tab.page
+    assert "key" not in page.url and urllib.parse.urlsplit(page.url).path == "/teacher"
+    expect(player_row(page, "Bea")).to_contain_text("best 300")
+    # a reload in the same tab still works: the key is kept for this tab
+    page.reload()
+    expect(player_row(page, "Bea")).to_be_visible()
+    expect(page.locator("#key-problem")).to_be_hidden()
+
+
+def test_hiding_a_rude_name_takes_it_off_an_open_board_within_a_second_and_undo_brings_it_back(server, open_tab):
+    post_score(server, "Bea", 300)
+    post_score(server, "Smelly Pants", 9000)
+    board = open_tab("/board", **PROJECTOR).page
+    expect(board_names(board)).to_have_text(["Smelly Pants", "Bea"])
+    expect(board.locator("#live")).to_have_text("Live")
+    teacher = open_teacher(open_tab, server).page
+
+    player_row(teacher, "Smelly Pants").get_by_role("button", name="Hide Smelly Pants").click()
+    expect(board_names(board)).to_have_text(["Bea"], timeout=HIDE_MS)
+    expect(player_row(teacher, "Smelly Pants")).to_contain_text("hidden")
+    expect(teacher.locator("#undo-bar")).to_contain_text("Smelly Pants is hidden")
+
+    teacher.locator("#undo-bar").get_by_role("button", name="Undo").click()
+    expect(board_names(board)).to_have_text(["Smelly Pants", "Bea"], timeout=LIVE_MS)
+    expect(player_row(teacher, "Smelly Pants").get_by_role("button", name="Hide Smelly Pants")).to_be_visible()
+
+
+def test_removing_a_fake_score_asks_first_then_keeps_the_real_ones(server, open_tab):
+    post_score(server, "Rutu", 533)
+    post_score(server, "Rutu", 99999)
+    page = open_teacher(open_tab, server).page
+    row = player_row(page, "Rutu")
+    row.locator("summary").click()
+    row.get_by_role("button", name="Remove 99,999").click()
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_contain_text("Remove the score 99,999 from Rutu?")
+    dialog.get_by_role("button", name="Cancel").click()
+    assert scores_of(server, "Rutu") == [99999, 533]
+
+    row.get_by_role("button", name="Remove 99,999").click()
+    dialog.get_by_role("button", name="Remove score").click()
+    expect(row).to_contain_text("best 533")
+    expect(row.get_by_role("button", name="Remove 99,999")).to_have_count(0)
+    assert scores_of(server, "Rutu") == [533]
+
+
+def test_renaming_to_another_players_name_shows_the_servers_reason(server, open_tab):
+    post_score(server, "Bea", 300)
+    post_score(server, "Rutu", 200)
+    page = open_teacher(open_tab, server).page
+    row = player_row(page, "Rutu")
+    row.locator("summary").click()
+    row.get_by_label("New name").fill("Bea")
+    row.get_by_role("button", name="Rename").click()
+    expect(row.locator(".panel .error")).not_to_be_empty()
+    assert scores_of(server, "Rutu") == [200]
+
+    row.get_by_label("New name").fill("Ruth")
+    row.get_by_role("button", name="Rename").click()
+    expect(player_row(page, "Ruth")).to_contain_text("best 200")
+    assert scores_of(server, "Ruth") == [200]
+
+
+def test_locking_new_names_refuses_a_newcomer_but_not_a_player_already_on_the_board(server, open_tab):
+    post_score(server, "Bea", 300)
+    page = open_teacher(open_tab, server).page
+    switch = page.get_by_label("New names may join")
+    expect(switch).to_be_checked()
+    switch.uncheck()
+    eventually(lambda: admin(server, "GET", "/admin/settings").json()["new_names"] is False, 3,
+               "the server has new names locked")
+    newcomer = server.call("POST", "/score/Zed", {"score": 10}, source="127.0.3.1")
+    assert newcomer.status == 403, newcomer
+    assert server.call("POST", "/score/Bea", {"score": 10}, source="127.0.3.2").status == 200
+    page.reload()
+    expect(page.get_by_label("New names may join")).not_to_be_checked()
+
+
+def test_a_new_round_asks_first_then_the_last_rounds_csv_downloads_with_its_rows(server, open_tab):
+    for name, score in [("Bea", 600), ("Rutu", 533), ("Cy", 341)]:
+        post_score(server, name, score)
+    page = open_teacher(open_tab, server).page
+    expect(page.locator("#no-rounds")).to_be_visible()
+    page.get_by_label("Title of the new round").fill("Friday lunch race")
+    page.get_by_role("button", name="New round…").click()
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_contain_text("Friday lunch race")
+    dialog.get_by_role("button", name="Cancel").click()
+    assert http(server.url, "GET", "/rounds")[1] == []
+    assert len(http(server.url, "GET", "/players")[1]) == 3
+
+    page.get_by_role("button", name="New round…").click()
+    dialog.get_by_role("button", name="Start new round").click()
+    rounds = page.locator("#rounds li")
+    expect(rounds).to_have_count(1)
+    assert http(server.url, "GET", "/players")[1] == []
+    assert http(server.url, "GET", "/join")[1]["title"] == "Friday lunch race"
+
+    with page.expect_download() as download:
+        rounds.first.get_by_role("link").click()
+    table = list(csv.reader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert table[0] == ["rank", "name", "best", "verified"]
+    assert [row[:3] for row in table[1:]] == [["1", "Bea", "600"], ["2", "Rutu", "533"], ["3", "Cy", "341"]]
+
+
+def test_hiding_a_device_hides_every_name_it_posted_and_undo_shows_them_again(server, open_tab):
+    for name in ["Spam One", "Spam Two"]:            # one device, two silly names
+        assert server.call("POST", "/score/" + urllib.parse.quote(name), {"score": 5000},
+                           source="127.0.3.9").status == 200
+    post_score(server, "Bea", 300)
+    page = open_teacher(open_tab, server).page
+    row = player_row(page, "Spam One")
+    row.locator("summary").click()
+    row.get_by_role("button", name="Hide every name from this device").click()
+    expect(page.locator("#undo-bar")).to_contain_text("Hid 2 names")
+    assert [row["name"] for row in http(server.url, "GET", "/players")[1]] == ["Bea"]
+    expect(player_row(page, "Spam Two")).to_contain_text("hidden")
+
+    page.locator("#undo-bar").get_by_role("button", name="Undo").click()
+    expect(player_row(page, "Spam Two")).not_to_contain_text("hidden")
+    assert sorted(row["name"] for row in http(server.url, "GET", "/players")[1]) == ["Bea", "Spam One", "Spam Two"]
+
+
+def test_a_word_the_teacher_blocks_is_refused_in_names_until_unblocked(server, open_tab):
+    page = open_teacher(open_tab, server).page
+    name_filter = page.get_by_label("Name filter")
+    if not name_filter.is_checked():
+        name_filter.check()
+        expect(page.locator("#undo-bar")).to_contain_text("Name filter: on")
+    assert http(server.url, "GET", "/names/check?name=Zonk%20Master")[0] == 200
+    page.get_by_label("A word to block").fill("zonk")
+    page.get_by_role("button", name="Block", exact=True).click()
+    expect(page.locator("#words")).to_contain_text("zonk")
+    assert http(server.url, "GET", "/names/check?name=Zonk%20Master")[0] == 400
+
+    page.get_by_role("button", name="Stop blocking zonk").click()
+    expect(page.locator("#words")).not_to_contain_text("zonk")
+    assert http(server.url, "GET", "/names/check?name=Zonk%20Master")[0] == 200
+
+
+def test_every_step_shows_in_the_log(server, open_tab):
+    post_score(server, "Smelly Pants", 9000)
+    page = open_teacher(open_tab, server).page
+    expect(page.locator("#no-log")).to_be_visible()
+    player_row(page, "Smelly Pants").get_by_role("button", name="Hide Smelly Pants").click()
+    expect(page.locator("#log li")).to_have_count(1)
+    expect(page.locator("#log li").first).to_contain_text("Smelly Pants")
+
+
+def test_a_wrong_key_gets_the_clear_message(server, open_tab):
+    post_score(server, "Bea", 300)
+    tab = open_tab("/teacher#key=not-the-key", **PHONE)
+    page = tab.page
+    expect(page.locator("#key-problem")).to_be_visible()
+    expect(page.locator("#key-problem")).to_contain_text(KEY_MESSAGE)
+    expect(page.locator("#console")).to_be_hidden()
+    expect(page.get_by_text("Bea")).to_have_count(0)
+    assert "not-the-key" not in page.url
+
+
+def test_no_key_at_all_gets_the_clear_message(server, open_tab):
+    page = open_tab("/teacher", **PHONE).page
+    expect(page.locator("#key-problem")).to_contain_text(KEY_MESSAGE)
+    expect(page.locator("#console")).to_be_hidden()
+    assert server.call("GET", "/admin/players").status == 401
+
+
+def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_tab):
+    for name, score in [("Bea", 600), ("Rutu", 533), ("<img src=x onerror=alert(1)>", 341), ("Cy", 212)]:
+        post_score(server, name, score)
+    admin(server, "PATCH", "/admin/players/Cy", {"hidden": True})
+    tab = open_teacher(open_tab, server, **PHONE_SHOT)
+    page = tab.page
+    expect(page.locator("#players li.player")).to_have_count(4)
+    expect(player_row(page, "<img src=x")).to_be_visible()
+    assert page.locator("#players img").count() == 0
+    player_row(page, "Rutu").locator("summary").click()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width == 390, "the console scrolls sideways on a phone"
+    small = page.locator("button:visible").evaluate_all(
+        "buttons => buttons.filter(b => b.getBoundingClientRect().height < 36).map(b => b.textContent)")
+    assert small == []
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "teacher.png"))
+    page.wait_for_timeout(300)
+    assert tab.dialogs == []
+    assert_clean(tab, server)
+
+
+# ================================================================ the game page's name field
+
+def test_pick_a_name_fills_the_field_with_a_name_the_server_accepts(server, open_tab):
+    tab = open_tab("/", **PHONE_SHOT)
+    page = tab.page
+    field = page.get_by_label("Name", exact=True)
+    expect(field).to_have_value("")
+    page.get_by_role("button", name="Pick a name for me").click()
+    expect(field).not_to_have_value("")
+    name = field.input_value()
+    status, body = http(server.url, "GET", "/names/check?name=" + urllib.parse.quote(name))
+    assert (status, body) == (200, {"name": name})
+    expect(page.locator("#name-error")).to_be_empty()
+    page.wait_for_timeout(400)              # past the field's own check
+    expect(page.locator("#name-error")).to_be_empty()
+    page.locator("aside.board").screenshot(path=str(DOCS / "name-picker.png"))
+    # the name is kept, like a typed one
+    page.reload()
+    expect(page.get_by_label("Name", exact=True)).to_have_value(name)
+    assert_clean(tab, server)
+
+
+def test_after_a_new_round_the_game_page_asks_whether_it_is_still_the_same_child(server, open_tab):
+    tab = open_tab("/", **PHONE)
+    page = tab.page
+    field = page.get_by_label("Name", exact=True)
+    field.fill("Bea")
+    page.wait_for_function("localStorage.getItem('dino.nameRound') !== null")   # the page knows the round
+    assert admin(server, "POST", "/admin/rounds", {"title": "After lunch"}).status == 201
+
+    question = page.locator("#still-name")
+    expect(question).to_contain_text("Still Bea?", timeout=ROUND_CHECK_MS)
+    expect(field).to_have_value("")          # until someone answers, no score goes to Bea
+    question.get_by_role("button", name="No").click()
+    expect(question).to_be_hidden()
+    expect(field).to_have_value("")
+    expect(field).to_be_focused()
+
+    page.reload()                            # the next child at the tablet finds no name either
+    expect(page.get_by_label("Name", exact=True)).to_have_value("")
+    assert_clean(tab, server)
+
+
+def test_the_same_child_keeps_their_name_with_one_tap_after_a_new_round(server, open_tab):
+    tab = open_tab("/", **PHONE)
+    page = tab.page
+    page.get_by_label("Name", exact=True).fill("Rutu")
+    page.wait_for_function("localStorage.getItem('dino.nameRound') !== null")
+    assert admin(server, "POST", "/admin/rounds", {"title": "After lunch"}).status == 201
+    page.reload()                            # a tablet picked up after the round changed
+    question = page.locator("#still-name")
+    expect(question).to_contain_text("Still Rutu?")
+    question.get_by_role("button", name="Yes, that's me").click()
+    expect(question).to_be_hidden()
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Rutu")
+    page.reload()
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Rutu")
+    page.wait_for_timeout(300)
+    expect(page.locator("#still-name")).to_be_hidden()
+
+
+# ================================================================ /bots
+
+def test_bot_standings_rank_by_wins_then_rate_and_link_back_to_the_board(server, open_tab):
+    standings = {"games": [{"id": "rps", "name": "Rock paper scissors", "players": [
+        {"id": "u19c2", "user": "beta", "win": 12, "lose": 5, "total": 17, "rate": 0.7059},
+        {"id": "u0001", "user": "<b>gamma</b>", "win": 2, "lose": 9, "total": 11, "rate": 0.1818},
+        {"id": "u7f3a", "user": "alpha", "win": 12, "lose": 3, "total": 15, "rate": 0.8}]},
+        {"id": "ttt", "name": "Tic-tac-toe", "players": []}]}
+
+    def serve_standings(page):
+        page.route("**/standings", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                               body=json.dumps(standings)))
+    tab = open_tab("/bots", before_load=serve_standings, **PROJECTOR)
+    page = tab.page
+    rps = page.locator("section.game", has_text="Rock paper scissors")
+    expect(rps.locator("tbody tr")).to_have_count(3)
+    rows = rps.locator("tbody tr").evaluate_all(
+        "rows => rows.map(tr => [...tr.cells].map(td => td.firstChild.textContent))")
+    assert rows == [["1", "alpha", "12", "3", "15", "80%"], ["2", "beta", "12", "5", "17", "71%"],
+                    ["3", "<b>gamma</b>", "2", "9", "11", "18%"]]
+    expect(rps.locator("tbody tr").first).to_contain_text("u7f3a")
+    expect(page.locator("section.game", has_text="Tic-tac-toe")).to_contain_text("No bot has played yet")
+    font = rps.locator("tbody td").first.evaluate("td => parseFloat(getComputedStyle(td).fontSize)")
+    assert font >= 36, "too small for the back of the room"
+    page.get_by_role("link", name="Back to the board").click()
+    page.wait_for_url("**/board")
+    assert_clean(tab, server)
+
+
+def test_bot_standings_come_from_the_server(server, open_tab):
+    status, body = http(server.url, "GET", "/standings")
+    assert status == 200 and isinstance(body["games"], list)
+    tab = open_tab("/bots", **PROJECTOR)
+    expect(tab.page.locator("#live")).not_to_have_text("Connecting…")
+    expect(tab.page.locator("section.game")).to_have_count(len(body["games"]))
+    if not body["games"]:
+        expect(tab.page.locator("#empty")).to_be_visible()
+    assert_clean(tab, server)
