@@ -45,6 +45,13 @@ def player_row(page, name):
     return page.locator("#players li.player").filter(has=page.locator(".name", has_text=name))
 
 
+def open_player(page, name):
+    """The player's row with its panel (rename, scores, device) open."""
+    row = player_row(page, name)
+    row.locator("summary").click()
+    return row
+
+
 def board_names(page):
     return page.locator("#leaderboard .name")
 
@@ -92,8 +99,7 @@ def test_removing_a_fake_score_asks_first_then_keeps_the_real_ones(server, open_
     post_score(server, "Rutu", 533)
     post_score(server, "Rutu", 99999)
     page = open_teacher(open_tab, server).page
-    row = player_row(page, "Rutu")
-    row.locator("summary").click()
+    row = open_player(page, "Rutu")
     row.get_by_role("button", name="Remove 99,999").click()
     dialog = page.locator("dialog#confirm")
     expect(dialog).to_contain_text("Remove the score 99,999 from Rutu?")
@@ -111,8 +117,7 @@ def test_renaming_to_another_players_name_shows_the_servers_reason(server, open_
     post_score(server, "Bea", 300)
     post_score(server, "Rutu", 200)
     page = open_teacher(open_tab, server).page
-    row = player_row(page, "Rutu")
-    row.locator("summary").click()
+    row = open_player(page, "Rutu")
     row.get_by_label("New name").fill("Bea")
     row.get_by_role("button", name="Rename").click()
     expect(row.locator(".panel .error")).not_to_be_empty()
@@ -172,8 +177,7 @@ def test_hiding_a_device_hides_every_name_it_posted_and_undo_shows_them_again(se
                            source="127.0.3.9").status == 200
     post_score(server, "Bea", 300)
     page = open_teacher(open_tab, server).page
-    row = player_row(page, "Spam One")
-    row.locator("summary").click()
+    row = open_player(page, "Spam One")
     row.get_by_role("button", name="Hide every name from this device").click()
     expect(page.locator("#undo-bar")).to_contain_text("Hid 2 names")
     assert [row["name"] for row in http(server.url, "GET", "/players")[1]] == ["Bea"]
@@ -237,7 +241,7 @@ def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_ta
     expect(page.locator("#players li.player")).to_have_count(4)
     expect(player_row(page, "<img src=x")).to_be_visible()
     assert page.locator("#players img").count() == 0
-    player_row(page, "Rutu").locator("summary").click()
+    open_player(page, "Rutu")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width == 390, "the console scrolls sideways on a phone"
     small = page.locator("button:visible").evaluate_all(
