@@ -4,11 +4,15 @@ The teacher runs the class from a phone with nothing but the link the server
 printed at start (it carries the key in its fragment). These tests open that
 link in a phone-sized window and check what the teacher, the projector and
 a child at a shared tablet then see.
+
+DINO_SCREENSHOTS=1 also refreshes docs/teacher.png and docs/name-picker.png;
+without it the pictures go to a temporary folder, so a test run leaves the tree as it was.
 """
 
 import csv
 import io
 import json
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 from conftest import LIVE_MS, PHONE, eventually, expect, http, post_score, same_origin, scores_of
 
 DOCS = Path(__file__).resolve().parent / "docs"
+SAVE_DOCS = os.environ.get("DINO_SCREENSHOTS") == "1"   # refresh docs/*.png; otherwise they go to a temp folder
 PROJECTOR = {"viewport": {"width": 1920, "height": 1080}, "device_scale_factor": 1}
 PHONE_SHOT = dict(PHONE, device_scale_factor=2)   # docs/*.png at 780x1688, as docs/phone.png
 HIDE_MS = 1000                                     # a hidden name leaves the projector within a second
@@ -232,7 +237,11 @@ def test_no_key_at_all_gets_the_clear_message(server, open_tab):
     assert server.call("GET", "/admin/players").status == 401
 
 
-def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_tab):
+def screenshot_path(tmp_path, name):
+    return DOCS / name if SAVE_DOCS else tmp_path / name
+
+
+def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_tab, tmp_path):
     for name, score in [("Bea", 600), ("Rutu", 533), ("<img src=x onerror=alert(1)>", 341), ("Cy", 212)]:
         post_score(server, name, score)
     admin(server, "PATCH", "/admin/players/Cy", {"hidden": True})
@@ -247,8 +256,7 @@ def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_ta
     small = page.locator("button:visible").evaluate_all(
         "buttons => buttons.filter(b => b.getBoundingClientRect().height < 36).map(b => b.textContent)")
     assert small == []
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "teacher.png"))
+    page.screenshot(path=str(screenshot_path(tmp_path, "teacher.png")))
     page.wait_for_timeout(300)
     assert tab.dialogs == []
     assert_clean(tab, server)
@@ -256,7 +264,7 @@ def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_ta
 
 # ================================================================ the game page's name field
 
-def test_pick_a_name_fills_the_field_with_a_name_the_server_accepts(server, open_tab):
+def test_pick_a_name_fills_the_field_with_a_name_the_server_accepts(server, open_tab, tmp_path):
     tab = open_tab("/", **PHONE_SHOT)
     page = tab.page
     field = page.get_by_label("Name", exact=True)
@@ -269,7 +277,7 @@ def test_pick_a_name_fills_the_field_with_a_name_the_server_accepts(server, open
     expect(page.locator("#name-error")).to_be_empty()
     page.wait_for_timeout(400)              # past the field's own check
     expect(page.locator("#name-error")).to_be_empty()
-    page.locator("aside.board").screenshot(path=str(DOCS / "name-picker.png"))
+    page.locator("aside.board").screenshot(path=str(screenshot_path(tmp_path, "name-picker.png")))
     # the name is kept, like a typed one
     page.reload()
     expect(page.get_by_label("Name", exact=True)).to_have_value(name)
