@@ -132,7 +132,8 @@ class Proc:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
-        self.args = [str(a) for a in args] + (["--quiet"] if quiet else [])
+        # quiet: True no log lines at all, False every request too, None the server's own default (events)
+        self.args = [str(a) for a in args] + {True: ["--quiet"], False: ["--access-log"], None: []}[quiet]
         self.out_path = self.workdir / f"server-{Proc.counter}.out"
         self.err_path = self.workdir / f"server-{Proc.counter}.err"
         self.p = None

@@ -102,7 +102,7 @@ SHUTDOWN_DRAIN_S = 1.2         # Ctrl-C waits this long for requests in flight, 
 
 MAX_SUBSCRIBERS = 128          # open live pages (/events); a class of 30 with a few tabs each
 EVENTS_HEARTBEAT_S = 15        # comment line that keeps proxies and the browser from timing out
-EVENTS_COALESCE_S = 0.25       # a burst of posts within this window becomes one event
+EVENTS_COALESCE_S = 0.05       # the first change goes out at once; more within this window become one event
 EVENTS_RETRY_MS = 3000         # how soon a browser reconnects a dropped stream
 
 TOKEN_TTL_S = 3600             # default lifetime of a game-API token
@@ -910,22 +910,34 @@ class Storage:
             error = failure
         finally:
             self._cond.acquire()
-        for pending in batch:
-            if error is None:
-                pending.result = self.state.apply(pending.record)
-                self.applied_seq = pending.record["seq"]
-            else:
-                self.refused_writes += 1
-                pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
-                                          f"the server could not save that ({error.strerror or error}); "
-                                          "nothing was changed: try again later")
-            pending.done = True
-        if error is not None and not self.lost:
-            self.log(f"write to {self.journal_path} failed: {error}")
-        elif error is None and self._compaction_due():
-            self._start_compaction()
-        self._writing = False
-        self._cond.notify_all()
+        try:
+            for pending in batch:
+                if error is None:
+                    self._apply(pending)
+                else:
+                    self.refused_writes += 1
+                    pending.error = HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                              f"the server could not save that ({error.strerror or error}); "
+                                              "nothing was changed: try again later")
+                pending.done = True
+            if error is not None and not self.lost:
+                self.log(f"write to {self.journal_path} failed: {error}")
+            elif error is None and self._compaction_due():
+                self._start_compaction()
+        finally:
+            # Whatever happened above, the next writer must find the disk free.
+            self._writing = False
+            self._cond.notify_all()
+
+    def _apply(self, pending):
+        try:
+            pending.result = self.state.apply(pending.record)
+        except Exception:  # a bug: the record is on disk, so say so, log it, and never jam the writers
+            self.log(f"error applying {pending.record.get('op')} record {pending.record['seq']}:\n"
+                     f"{traceback.format_exc()}")
+            pending.error = HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                      "the server saved that but hit a bug applying it (now logged)")
+        self.applied_seq = pending.record["seq"]
 
     def _check_directory(self):
         """Notice a data directory removed or replaced while we run: writing on would lose every write."""
@@ -1628,6 +1640,7 @@ def admin_new_round(state, record):
 
 ADMIN_ACTIONS = {
     "hide": admin_hide,
+    "show": admin_hide,
     "rename": admin_rename,
     "remove score": admin_remove_score,
     "hide device": admin_hide_device,
@@ -2935,6 +2948,7 @@ class App:
         self.teacher_key, self.device_salt = load_teacher_secrets(data_dir, new_key=new_teacher_key)
         self.rounds_dir = os.path.join(data_dir, "rounds")
         self._active = {}  # client -> monotonic time it last posted or took a ticket, oldest first
+        self.events_on = False  # a log line per meaningful event (make_server turns it on for the command line)
         self.leaderboard = self.state.leaderboard
         self.accounts = self.state.accounts
         self.router = Router(self, ROUTES)
@@ -3007,10 +3021,16 @@ class App:
         if self.verified_only:
             raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
                                                   "this server's page and your run is verified for you")
-        self.admit_player(request, name)
+        new = self.admit_player(request, name)
         self.seen(request.client)
         self.storage.commit(score_record(name, score, device=self.device_of(request.client), at=int(time.time())))
-        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
+        self.scored(name, score, new, request.client, verified=False)
+        return SUCCESS_RESPONSE
+
+    def scored(self, name, score, new, client, verified):
+        if new:
+            self.event(f"new player {name!r} on device {self.device_of(client)}")
+        self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))  # the seed's answer, exactly: its clients may compare it
 
     def admit_player(self, request, name):
         """Let a name post: a known player always; a new one if the board has room and it impersonates nobody."""
@@ -3018,7 +3038,7 @@ class App:
             new = not self.leaderboard.has_player(name_key(name))
             full = new and self.leaderboard.player_count() >= MAX_PLAYERS
         if not new:
-            return
+            return False
         settings = self.state.classroom.settings
         if not settings["new_names"]:
             raise HTTPError(HTTPStatus.FORBIDDEN, "the teacher has closed the board to new names for now: "
@@ -3029,6 +3049,7 @@ class App:
         if full:
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
                                                             "ask the teacher to start a new data directory")
+        return True
 
     # -- verified runs -------------------------------------------------------
 
@@ -3058,7 +3079,7 @@ class App:
         if ticket is None:
             raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
         seed, issued_at = ticket
-        self.admit_player(request, name)
+        new = self.admit_player(request, name)
         now = self.clock()
         played_ticks = self.replay_budget(now - issued_at)
         try:
@@ -3076,6 +3097,7 @@ class App:
                                              device=self.device_of(request.client), at=int(now)))
         finally:
             self.replays.done(run_id)
+        self.scored(name, score, new, request.client, verified=True)
         return VERIFIED_RESPONSE
 
     def parse_run(self, fields):
@@ -3238,6 +3260,11 @@ class App:
                                                      "server printed when it started",
                             headers=[("WWW-Authenticate", "Bearer")])
 
+    def event(self, text):
+        """One line a teacher can read in the terminal: what happened, never a token or a key."""
+        if self.events_on:
+            self.log(f"{time.strftime('%H:%M:%S')} {text}")
+
     def device_of(self, client):
         """A device's short, salted name: the same address gives the same name, and never the address."""
         return hashlib.sha256((self.device_salt + client).encode()).hexdigest()[:DEVICE_CHARS]
@@ -3255,7 +3282,9 @@ class App:
 
     def audit(self, action, target, **fields):
         """Journal a teacher action, durable before the answer, and return what applying it returned."""
-        return self.storage.commit(admin_record(action, target, int(time.time()), **fields))
+        result = self.storage.commit(admin_record(action, target, int(time.time()), **fields))
+        self.event(f"teacher: {action} {target}")
+        return result
 
     def admin_row(self, key):
         entries = self.leaderboard.players.get(key, [])
@@ -4186,8 +4215,13 @@ class DinoServer(ThreadingHTTPServer):
 
 
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
-                games_file=None, log=None, client_limits=True, verified_only=False, new_teacher_key=False):
-    """Bind the port, load the games and the data, and return a server ready to serve_forever()."""
+                games_file=None, log=None, client_limits=True, verified_only=False, new_teacher_key=False,
+                events=False):
+    """Bind the port, load the games and the data, and return a server ready to serve_forever().
+
+    ``quiet`` turns the access log (a line per request) off; ``events`` turns
+    on a line per meaningful event: a new player, a score, a teacher action.
+    """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     notes = []
     games = build_games(games_file, notes)
@@ -4202,6 +4236,7 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
     try:
         server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server),
                          client_limits=client_limits, verified_only=verified_only, new_teacher_key=new_teacher_key)
+        server.app.events_on = events
     except BaseException:
         server.close()
         raise
@@ -4266,7 +4301,9 @@ def parse_args(argv):
     parser.add_argument("--data", default=DEFAULT_DATA_DIR,
                         help="directory for scores, users and games (default: data/ beside server.py)")
     parser.add_argument("--quiet", action="store_true",
-                        help="no access log line per request (errors are still printed)")
+                        help="no line per event (new player, score, teacher action); errors are still printed")
+    parser.add_argument("--access-log", action="store_true",
+                        help="a line per request, as web servers log (off by default: 700 lines a minute in class)")
     parser.add_argument("--token-ttl", type=int, default=TOKEN_TTL_S, metavar="SECONDS",
                         help=f"how long a game-API token works after /create (default {TOKEN_TTL_S})")
     parser.add_argument("--games", metavar="FILE",
@@ -4298,9 +4335,9 @@ def main(argv=None):
     # script that must find this module, not import a second copy of it.
     sys.modules.setdefault("server", sys.modules[__name__])
     try:
-        server = make_server(args.host, args.port, args.data, args.quiet, args.token_ttl, args.games,
+        server = make_server(args.host, args.port, args.data, not args.access_log, args.token_ttl, args.games,
                              client_limits=args.client_limits == "on", verified_only=args.verified_only,
-                             new_teacher_key=args.new_teacher_key)
+                             new_teacher_key=args.new_teacher_key, events=not args.quiet)
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
