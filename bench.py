@@ -51,11 +51,15 @@ def write_players(data_dir, players):
 
 
 class Server(Proc):
-    """server.py in a subprocess, as a user starts it, timed from launch to first answer."""
+    """server.py in a subprocess, as a user starts it, timed from launch to first answer.
+
+    Per-client limits are off: every request here comes from one loopback
+    address, which the limits would otherwise throttle as one greedy device.
+    """
 
     def __init__(self, data_dir):
         self.started = time.perf_counter()
-        super().__init__(data_dir, data_dir)
+        super().__init__(data_dir, data_dir, "--client-limits", "off")
 
     def ready_after(self):
         self.wait_ready(timeout=60)
@@ -191,30 +195,400 @@ def measure(players, duration, use_wrk):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--players", default="100,1000,100000",
-                        help="comma-separated player counts (default 100,1000,100000)")
-    parser.add_argument("--duration", type=float, default=4, help="seconds per measurement (default 4)")
-    args = parser.parse_args(argv)
+# -- listings, verified runs and the class ------------------------------------
+
+ATTACK_S = 10          # the listings attack lasts this long
+QUIET_S = 5            # the top 10 measured alone for this long first
+VIEWER_PAUSE_S = 0.01  # the top-10 viewer's pause between requests: a page, not a load generator
+MINUTE_TICKS = 3600    # one minute of play at 60 ticks a second
+BURST_RUNS = 1000      # one-minute runs posted as fast as 8 threads can
+CLASS_SIZE = 30        # children posting a run at the same moment
+CLASS_WAIT_S = 5       # their tickets were taken this long before
+IDLE_CRASH_TICKS = 267  # a run without a key pressed meets its first cactus here, whatever the seed
+BOT_LEADS = (4, 5, 3, 6)  # the bot's reaction distances in ticks, tried in turn until one lasts the minute
+
+
+def percentiles(latencies):
+    """p50, p90 and p99 of latencies in seconds, in milliseconds."""
+    cut = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cut[49] * 1000, cut[89] * 1000, cut[98] * 1000
+
+
+class Client:
+    """One keep-alive connection that reads whole answers and refuses anything but 2xx."""
+
+    def __init__(self, port):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def send(self, method, path, body=None):
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path} answered {response.status}: {data[:300]!r}")
+        return data
+
+
+def watch_top10(port, stop, pause=VIEWER_PAUSE_S):
+    """Latencies of GET /scores?limit=10, one at a time, until ``stop`` is set."""
+    client, latencies = Client(port), []
+    while not stop.is_set():
+        began = time.perf_counter()
+        client.send("GET", "/scores?limit=10")
+        latencies.append(time.perf_counter() - began)
+        time.sleep(pause)
+    return latencies
+
+
+def in_thread(function, *args):
+    """Run function(*args) in a thread; join() on the returned thread, then read .result."""
+    thread = threading.Thread(target=lambda: setattr(thread, "result", function(*args)))
+    thread.start()
+    return thread
+
+
+def listing_attacker(port, kind, players, stop, counts):
+    """Ask for one kind of long listing again and again until ``stop`` is set."""
+    rng, client = random.Random(kind), Client(port)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    paths = {"search": lambda: "/players?q=" + "".join(rng.choice(letters) for _ in range(3)),
+             "scores": lambda: f"/scores?offset={rng.randrange(players)}",
+             "players": lambda: f"/players?offset={rng.randrange(players)}",
+             "metrics": lambda: "/allmetrics"}
+    while not stop.is_set():
+        client.send("GET", paths[kind]())
+        counts[kind] += 1
+
+
+def top10_under_attack(players=100_000, attack_s=ATTACK_S):
+    """p50/p90/p99 of the top 10 alone, then while four threads hammer the long listings.
+
+    The attackers ask for /players?q=<3 random letters> (a scan of every name),
+    /scores?offset=<random> and /players?offset=<random> (streamed to the end)
+    and /allmetrics (API_USERS users), each in a loop on its own connection.
+    """
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        write_players(data_dir, players)
+        server = Server(data_dir)
+        server.ready_after()
+        start_api_users(server, API_USERS)
+        stop = threading.Event()
+        viewer = in_thread(watch_top10, server.port, stop)
+        time.sleep(QUIET_S)
+        stop.set()
+        viewer.join()
+        quiet = viewer.result
+        stop = threading.Event()
+        counts = dict.fromkeys(("search", "scores", "players", "metrics"), 0)
+        attackers = [in_thread(listing_attacker, server.port, kind, players, stop, counts) for kind in counts]
+        viewer = in_thread(watch_top10, server.port, stop)
+        time.sleep(attack_s)
+        stop.set()
+        for thread in attackers + [viewer]:
+            thread.join()
+        server.stop()
+        return {"quiet": quiet, "attack": viewer.result, "counts": counts, "attack_s": attack_s}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def bot_inputs(config, seed, play_ticks, lead, width=600):
+    """Key changes of a bot that jumps the next low obstacle and ducks a middle pterodactyl, then lets go.
+
+    It reacts when the obstacle is ``lead`` ticks away at the current speed.
+
+    It plays ``play_ticks`` ticks, then presses nothing, so the run ends at the
+    next obstacle; returns (inputs, score, crash tick) from server.replay_run,
+    or None when the bot crashed before ``play_ticks``.
+    """
+    rules = dino.SimRules(config)
+    trex_x, front = rules.trex["x"], rules.trex["x"] + rules.trex["w"]
+    world = dino.SimWorld(rules, seed, width)
+    inputs, keys, jumped_at = [], (0, 0), 0
+    while not world.crashed and world.ticks < play_ticks:
+        ahead = [o for o in world.obstacles if o.x + o.w > trex_x]
+        jump = duck = 0
+        if world.jumping:
+            jump = keys[0] if world.ticks - jumped_at < 6 else 0   # hold a few ticks, then let go
+        elif ahead:
+            nearest, speed = ahead[0], world.speed
+            distance = nearest.x - front
+            if nearest.type["id"] != "ptero" or nearest.y >= 90:
+                jump = int(distance < lead * speed)
+            elif nearest.y >= 60:                                   # too low to run under standing
+                duck = int(distance < lead * 1.5 * speed)
+        if jump and not world.jumping:
+            jumped_at = world.ticks
+        if (jump, duck) != keys:
+            inputs.append([world.ticks, jump, duck])
+            keys = (jump, duck)
+        dino.sim_tick(world, bool(jump), bool(duck))
+    if world.crashed:
+        return None
+    if keys != (0, 0):
+        inputs.append([world.ticks, 0, 0])
+    result = dino.replay_run(config, seed, width, inputs, MINUTE_TICKS * 3)
+    return inputs, result["score"], result["ticks"]
+
+
+def minute_run(config, seed):
+    """A bot's run from ``seed`` that lasts a little over a minute: (inputs, score, crash tick)."""
+    for lead in BOT_LEADS:
+        run = bot_inputs(config, seed, MINUTE_TICKS, lead)
+        if run is not None:
+            return run
+    raise RuntimeError(f"the bot crashed before a minute of play on seed {seed}")
+
+
+def verification_cpu(seeds=20):
+    """CPU ms of server.replay_run per minute of play (3,600 ticks), over bot runs that last the minute."""
+    config = dino.read_sim_config()
+    costs = []
+    for seed in range(1, seeds + 1):
+        inputs, _, _ = minute_run(config, seed)
+        began = time.process_time()
+        result = dino.replay_run(config, seed, 600, inputs, MINUTE_TICKS)
+        costs.append(time.process_time() - began)
+        if result["ticks"] != MINUTE_TICKS or result["crashed"]:
+            raise RuntimeError(f"seed {seed}: the replay did not last the minute")
+    costs.sort()
+    return {"runs": seeds, "median": statistics.median(costs) * 1000, "max": costs[-1] * 1000,
+            "inputs": len(inputs)}
+
+
+def post_all(port, posts, threads=CONNECTIONS):
+    """POST each (path, body) of ``posts`` from ``threads`` keep-alive connections; per-post latencies."""
+    queue = list(posts)
+    lock, latencies = threading.Lock(), []
+
+    def worker():
+        client, mine = Client(port), []
+        while True:
+            with lock:
+                if not queue:
+                    break
+                path, body = queue.pop()
+            began = time.perf_counter()
+            client.send("POST", path, body)
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+    workers = [in_thread(worker) for _ in range(threads)]
+    for thread in workers:
+        thread.join()
+    return latencies
+
+
+def take_tickets(port, count):
+    client = Client(port)
+    return [json.loads(client.send("POST", "/runs")) for _ in range(count)]
+
+
+def wait_for_wall_time(taken_at, ticks):
+    """Sleep until a run of ``ticks`` ticks from a ticket taken at ``taken_at`` passes the wall-time rule."""
+    ready_at = taken_at + ticks / 60 - dino.RUN_SLACK_S + 1.5   # issued_at is whole seconds; keep a margin
+    time.sleep(max(0.0, ready_at - time.time()))
+
+
+def verified_burst(runs=BURST_RUNS, players=1000):
+    """Verified one-minute runs per second, posted from 8 threads, each on a ticket of its own.
+
+    The tickets are taken first; the bot's runs for their seeds are built
+    while the minute of wall time passes; then every run is posted as fast
+    as the server takes them, while a viewer measures the top 10.
+    """
+    config = dino.read_sim_config()
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        write_players(data_dir, players)
+        server = Server(data_dir)
+        server.ready_after()
+        tickets = take_tickets(server.port, runs)
+        taken_at = time.time()
+        posts, longest = [], 0
+        for i, ticket in enumerate(tickets):
+            inputs, score, ticks = minute_run(config, ticket["seed"])
+            longest = max(longest, ticks)
+            posts.append((f"/score/runner{i}", {"score": score, "run": ticket["run"], "width": 600,
+                                                "inputs": inputs}))
+        wait_for_wall_time(taken_at, longest)
+        stop = threading.Event()
+        viewer = in_thread(watch_top10, server.port, stop)
+        began = time.perf_counter()
+        latencies = post_all(server.port, posts)
+        elapsed = time.perf_counter() - began
+        stop.set()
+        viewer.join()
+        server.stop()
+        return {"runs": runs, "rate": runs / elapsed, "posts": latencies, "top10": viewer.result}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def class_posts_at_once(players=1000, size=CLASS_SIZE):
+    """The top 10's latency before and while a class of 30 posts a verified run each at the same moment.
+
+    Each child took a ticket CLASS_WAIT_S before and posts a run without a key
+    pressed, which ends at tick 267 (about 4.5 s), so the wall-time rule holds.
+    """
+    config = dino.read_sim_config()
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        write_players(data_dir, players)
+        server = Server(data_dir)
+        server.ready_after()
+        tickets = take_tickets(server.port, size)
+        stop = threading.Event()
+        viewer = in_thread(watch_top10, server.port, stop, 0)
+        posts = []
+        for i, ticket in enumerate(tickets):
+            score = dino.replay_run(config, ticket["seed"], 600, [], IDLE_CRASH_TICKS + 1)["score"]
+            posts.append((f"/score/child{i}", {"score": score, "run": ticket["run"], "width": 600, "inputs": []}))
+        time.sleep(CLASS_WAIT_S)
+        stop.set()
+        viewer.join()
+        before = viewer.result
+        start = threading.Barrier(size + 1)
+        stop = threading.Event()
+
+        def child(path, body):
+            client = Client(server.port)
+            start.wait()
+            began = time.perf_counter()
+            client.send("POST", path, body)
+            return time.perf_counter() - began
+        children = [in_thread(child, path, body) for path, body in posts]
+        viewer = in_thread(watch_top10, server.port, stop, 0)
+        start.wait()
+        began = time.perf_counter()
+        for thread in children:
+            thread.join()
+        all_in = time.perf_counter() - began
+        stop.set()
+        viewer.join()
+        server.stop()
+        return {"before": before, "during": viewer.result, "all_in": all_in,
+                "slowest_post": max(thread.result for thread in children)}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# -- reports -------------------------------------------------------------------
+
+def report_attack(players, repeat):
+    print(f"Top 10 (GET /scores?limit=10, one viewer, {VIEWER_PAUSE_S * 1000:.0f} ms between requests) with "
+          f"{players:,} players, alone for {QUIET_S} s, then while four threads ask for long listings for "
+          f"{ATTACK_S} s:")
+    print()
+    print("| run | while | requests | p50 ms | p90 ms | p99 ms | attack requests (q= / scores offset= / "
+          "players offset= / allmetrics) |")
+    print("|---:|---|---:|---:|---:|---:|---|")
+    for run in range(1, repeat + 1):
+        result = top10_under_attack(players)
+        counts = result["counts"]
+        for label, latencies, attack in (("alone", result["quiet"], "-"),
+                                         ("under attack", result["attack"], " / ".join(
+                                             f"{counts[kind]:,}" for kind in counts))):
+            p50, p90, p99 = percentiles(latencies)
+            print(f"| {run} | {label} | {len(latencies):,} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {attack} |",
+                  flush=True)
+    print()
+
+
+def report_verify(repeat):
+    print(f"Verification cost: CPU time of server.replay_run over {MINUTE_TICKS:,} ticks (one minute of play) "
+          "of a bot's run that lasts the minute:")
+    print()
+    print("| run | runs | key changes a run | median ms per minute of play | slowest ms |")
+    print("|---:|---:|---:|---:|---:|")
+    for run in range(1, repeat + 1):
+        result = verification_cpu()
+        print(f"| {run} | {result['runs']} | {result['inputs']} | {result['median']:.1f} | {result['max']:.1f} |",
+              flush=True)
+    print()
+
+
+def report_burst(repeat):
+    print(f"Verified one-minute runs: {BURST_RUNS:,} tickets taken, a minute waited, then each run posted once "
+          f"from {CONNECTIONS} keep-alive connections; a viewer reads the top 10 meanwhile:")
+    print()
+    print("| run | runs | verified runs/s | post p50 ms | post p99 ms | top 10 p50 ms | top 10 p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for run in range(1, repeat + 1):
+        result = verified_burst()
+        post50, _, post99 = percentiles(result["posts"])
+        top50, _, top99 = percentiles(result["top10"])
+        print(f"| {run} | {result['runs']:,} | {result['rate']:,.0f} | {post50:.1f} | {post99:.1f} | "
+              f"{top50:.2f} | {top99:.2f} |", flush=True)
+    print()
+
+
+def report_class(repeat):
+    print(f"A class of {CLASS_SIZE} posts a verified run each (about 4.5 s of play) at the same moment; "
+          "one viewer reads the top 10 back to back before and meanwhile:")
+    print()
+    print("| run | top 10 before: p50 / p99 ms | top 10 during: p50 / p99 ms (requests) | all 30 verified in ms |")
+    print("|---:|---:|---:|---:|")
+    for run in range(1, repeat + 1):
+        result = class_posts_at_once()
+        before50, _, before99 = percentiles(result["before"])
+        during50, _, during99 = percentiles(result["during"])
+        print(f"| {run} | {before50:.2f} / {before99:.2f} | {during50:.2f} / {during99:.2f} "
+              f"({len(result['during'])}) | {result['all_in'] * 1000:.0f} |", flush=True)
+    print()
+
+
+def report_table(player_counts, duration, repeat):
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk -t1 -c8' if use_wrk else 'Python threads (8 connections); install wrk'}, "
-          f"{args.duration:g} s per row, fsync on every acknowledged write; {os.cpu_count()} cores")
+          f"{duration:g} s per row, fsync on every acknowledged write; {os.cpu_count()} cores")
     print()
     print("| players | request | requests/s | p50 ms | p99 ms |")
     print("|---:|---|---:|---:|---:|")
     summary = []
-    for players in (int(part) for part in args.players.split(",")):
-        results, rss, restart_s = measure(players, int(args.duration) if use_wrk else args.duration, use_wrk)
-        for label, rate, p50, p99 in results:
-            print(f"| {players:,} | {label} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
-        summary.append(f"| {players:,} | {rss:.1f} MiB | {restart_s:.2f} s |")
+    for _ in range(repeat):
+        for players in player_counts:
+            results, rss, restart_s = measure(players, int(duration) if use_wrk else duration, use_wrk)
+            for label, rate, p50, p99 in results:
+                print(f"| {players:,} | {label} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
+            summary.append(f"| {players:,} | {rss:.1f} MiB | {restart_s:.2f} s |")
     print()
     print("| players | resident memory after the run | restart to first answer |")
     print("|---:|---:|---:|")
     print("\n".join(summary))
-    return 0
+    print()
 
+
+MEASUREMENTS = ("table", "attack", "verify", "burst", "class")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--players", default="100,1000,100000",
+                        help="comma-separated player counts for the table (default 100,1000,100000)")
+    parser.add_argument("--duration", type=float, default=4, help="seconds per table row (default 4)")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS),
+                        help=f"comma-separated measurements to run, of {', '.join(MEASUREMENTS)} (default all)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each measurement this many times, on a machine shared with others (default 1)")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",")
+    unknown = set(chosen) - set(MEASUREMENTS)
+    if unknown:
+        parser.error(f"unknown measurement {', '.join(sorted(unknown))}; choose from {', '.join(MEASUREMENTS)}")
+    if "table" in chosen:
+        report_table([int(part) for part in args.players.split(",")], args.duration, args.repeat)
+    if "attack" in chosen:
+        report_attack(100_000, args.repeat)
+    if "verify" in chosen:
+        report_verify(args.repeat)
+    if "burst" in chosen:
+        report_burst(args.repeat)
+    if "class" in chosen:
+        report_class(args.repeat)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
