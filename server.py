@@ -7,9 +7,13 @@ the address it prints.  ``python3 server.py --help`` lists the options.
 The file reads top to bottom in dependency order, one banner a section:
 
   constants and limits; errors; validation of names and bodies;
-  storage (the locks, the file formats, the journal records, group commit);
-  the leaderboard; users, tokens and game sessions;
+  per-client limits;
+  storage (the locks, the file formats, the journal records, group commit,
+  compaction);
+  the leaderboard; runs (tickets and replays); the classroom (the teacher's
+  settings, rounds, audit, the name filter); users, tokens and game sessions;
   games (the plugin protocol, the built-in games, loading a games file);
+  the Dino simulation (the page's DinoSim in Python, to verify runs);
   responses; the request; static pages; the event stream;
   the app (the routes' handlers); the route table;
   the request handler; the server's lifecycle; and ``main``.
@@ -551,9 +555,14 @@ class ClientLimits:
 #                         for a moment; only the one writer of a group commit
 #                         changes the State, holding it, and never while it
 #                         waits for the disk.
-#   Broadcaster._cond     the live-update version and the stream count.  Taken
-#                         inside Storage.lock when a kept score changes.
-#   DinoServer._guard     the count of open connections.  Taken alone.
+#   Broadcaster._cond     the live-update version and the stream counts.  Taken
+#                         inside Storage.lock when a board changes.
+#   Replays._lock         runs.jsonl and its index.  Taken alone, or inside
+#                         Storage.lock by nothing: the app writes a replay
+#                         before it commits the score that refers to it.
+#   ListingCache._lock    built listings.  Taken alone, for a dict lookup.
+#   ClientLimits._lock    the per-client token buckets.  Taken alone.
+#   DinoServer._guard     the counts of open connections.  Taken alone.
 #
 # The data directory holds two JSON files:
 #
