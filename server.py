@@ -557,9 +557,8 @@ class ClientLimits:
 #                         waits for the disk.
 #   Broadcaster._cond     the live-update version and the stream counts.  Taken
 #                         inside Storage.lock when a board changes.
-#   Replays._lock         runs.jsonl and its index.  Taken alone, or inside
-#                         Storage.lock by nothing: the app writes a replay
-#                         before it commits the score that refers to it.
+#   Replays._lock         runs.jsonl and its index.  Taken alone: a replay is
+#                         written before the score that refers to it commits.
 #   ListingCache._lock    built listings.  Taken alone, for a dict lookup.
 #   ClientLimits._lock    the per-client token buckets.  Taken alone.
 #   DinoServer._guard     the counts of open connections.  Taken alone.
