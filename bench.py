@@ -475,6 +475,50 @@ def class_posts_at_once(players=1000, size=CLASS_SIZE):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def write_verified_players(data_dir, players):
+    """Like write_players, but every score a verified run: its ticket, its line in runs.jsonl, its run id.
+
+    Every player posts the same bot's one-minute run (a ticket each), so the
+    runs file holds ``players`` lines of a real run's size.
+    """
+    config = dino.read_sim_config()
+    inputs, score, _ = minute_run(config, 1)
+    state = dino.State(on_change=lambda: None)
+    storage = dino.Storage(data_dir, state, log=print)
+    now = int(time.time())
+    with open(os.path.join(data_dir, dino.RUNS_FILE), "w") as runs:
+        for i in range(players):
+            name, run_id = f"p{i}", f"run{i}"
+            runs.write(json.dumps({"id": run_id, "name": name, "score": score, "seed": 1, "width": 600,
+                                   "inputs": inputs, "at": now}, separators=(",", ":")) + "\n")
+            for seq, record in enumerate((dino.ticket_record(run_id, 1, now),
+                                          dino.score_record(name, score, run=run_id, at=now,
+                                                            digest=dino.run_digest(name, score, 600, inputs))),
+                                         start=2 * i + 1):
+                record["seq"] = seq
+                state.apply(record)
+    storage.applied_seq = 2 * players
+    storage.close()
+
+
+def memory_with_runs(players=100_000):
+    """Resident memory and restart time of the server with a verified run kept for each of ``players``."""
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        write_verified_players(data_dir, players)
+        runs_mib = os.path.getsize(os.path.join(data_dir, dino.RUNS_FILE)) / 2**20
+        server = Server(data_dir)
+        restart_s = server.ready_after()
+        client = Client(server.port)
+        client.send("GET", "/scores?limit=10")
+        client.send("GET", f"/runs/run{players - 1}")
+        rss = server.rss_mib()
+        server.stop()
+        return {"players": players, "rss": rss, "restart_s": restart_s, "runs_mib": runs_mib}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # -- reports -------------------------------------------------------------------
 
 def report_attack(players, repeat):
@@ -540,6 +584,18 @@ def report_class(repeat):
     print()
 
 
+def report_memory(repeat):
+    print("Memory with a verified run kept for every player (ticket, runs.jsonl line, run id on the score):")
+    print()
+    print("| run | players | runs.jsonl on disk | resident memory | restart to first answer |")
+    print("|---:|---:|---:|---:|---:|")
+    for run in range(1, repeat + 1):
+        result = memory_with_runs()
+        print(f"| {run} | {result['players']:,} | {result['runs_mib']:.0f} MiB | {result['rss']:.1f} MiB | "
+              f"{result['restart_s']:.2f} s |", flush=True)
+    print()
+
+
 def report_table(player_counts, duration, repeat):
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk -t1 -c8' if use_wrk else 'Python threads (8 connections); install wrk'}, "
@@ -561,7 +617,7 @@ def report_table(player_counts, duration, repeat):
     print()
 
 
-MEASUREMENTS = ("table", "attack", "verify", "burst", "class")
+MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory")
 
 
 def main(argv=None):
@@ -588,6 +644,8 @@ def main(argv=None):
         report_burst(args.repeat)
     if "class" in chosen:
         report_class(args.repeat)
+    if "memory" in chosen:
+        report_memory(args.repeat)
     return 0
 
 if __name__ == "__main__":
