@@ -1,8 +1,12 @@
 // DinoLive: the one live-update client every page uses (the game, the player
-// page, the projector board), so they all follow the same reconnect policy.
+// page, the projector board, the bots page, the teacher's console), so they all
+// follow the same reconnect policy, refresh alike and say the same things.
 //
 //   const live = window.DinoLive.connect({onChange, onState});
 //   live.close();
+//   const refresh = window.DinoLive.serial(async () => { ... });
+//   window.DinoLive.showStatus(el, {reachable, streamOpen, polls});
+//   row.append(window.DinoLive.verifiedMark(), window.DinoLive.watchLink(name, runId));
 //
 // onChange() runs on each `event: scores` from /events and on every poll tick
 // while the stream is down; onState(true|false) runs when the stream opens or
@@ -109,5 +113,76 @@
     };
   }
 
-  window.DinoLive = Object.freeze({ connect: connect });
+  // ---- refreshing --------------------------------------------------------
+
+  /** Wraps an async task so it runs one at a time; calls that arrive meanwhile make one more run. */
+  function serial(task) {
+    let busy = false;
+    let again = false;
+    return async function run() {
+      if (busy) { again = true; return; }
+      busy = true;
+      try {
+        await task();
+      } finally {
+        busy = false;
+        if (again) { again = false; run(); }
+      }
+    };
+  }
+
+  /**
+   * Shows on `el` whether the page is up to date: {reachable, streamOpen, polls}, where `polls`
+   * means the page asks on its own timer too, so it stays current while the stream is down.
+   */
+  function showStatus(el, state) {
+    const on = state.reachable && (state.streamOpen || Boolean(state.polls));
+    el.dataset.live = on ? 'on' : 'off';
+    el.textContent = !state.reachable ? 'Cannot reach the server, retrying\u2026'
+      : state.streamOpen ? 'Live'
+      : state.polls ? 'Refreshing every few seconds' : 'Reconnecting\u2026';
+  }
+
+  // ---- verified runs ------------------------------------------------------
+
+  const VERIFIED_TITLE = 'Verified: the server replayed this run and got the same score';
+
+  /** True when a row ({verified, run}) is a kept run the server replayed, so it can be watched. */
+  function isVerified(row) {
+    return row.verified === true && typeof row.run === 'string';
+  }
+
+  function textSpan(className, text) {
+    const span = document.createElement('span');
+    if (className) span.className = className;
+    span.textContent = text;
+    return span;
+  }
+
+  /** The ✓ for a verified run, with its meaning as a tooltip and for screen readers. */
+  function verifiedMark(extraClass) {
+    const mark = textSpan('verified' + (extraClass ? ' ' + extraClass : ''), '\u2713');
+    mark.title = VERIFIED_TITLE;
+    mark.append(textSpan('sr-only', ' verified'));
+    return mark;
+  }
+
+  /** A link that plays a kept run back in the game. */
+  function watchLink(name, runId) {
+    const link = document.createElement('a');
+    link.className = 'watch';
+    link.href = '/?watch=' + encodeURIComponent(runId);
+    link.textContent = 'watch';
+    link.setAttribute('aria-label', 'Watch ' + name + '\u2019s run');
+    return link;
+  }
+
+  window.DinoLive = Object.freeze({
+    connect: connect,
+    serial: serial,
+    showStatus: showStatus,
+    isVerified: isVerified,
+    verifiedMark: verifiedMark,
+    watchLink: watchLink,
+  });
 }());
