@@ -205,7 +205,7 @@ BURST_RUNS = 1000      # one-minute runs posted as fast as 8 threads can
 CLASS_SIZE = 30        # children posting a run at the same moment
 CLASS_WAIT_S = 5       # their tickets were taken this long before
 IDLE_CRASH_TICKS = 267  # a run without a key pressed meets its first cactus here, whatever the seed
-BOT_LEADS = (4, 5, 3, 6)  # the bot's reaction distances in ticks, tried in turn until one lasts the minute
+BOT_LEADS = (4, 5, 3, 6, 4.5, 3.5, 5.5, 7)  # the bot's reaction distances in ticks, tried in turn until one lasts the minute
 
 
 def percentiles(latencies):
@@ -409,7 +409,10 @@ def verified_burst(runs=BURST_RUNS, players=1000):
         taken_at = time.time()
         posts, longest = [], 0
         for i, ticket in enumerate(tickets):
-            inputs, score, ticks = minute_run(config, ticket["seed"])
+            try:
+                inputs, score, ticks = minute_run(config, ticket["seed"])
+            except RuntimeError:  # a seed the bot cannot play for a minute: its ticket stays unused
+                continue
             longest = max(longest, ticks)
             posts.append((f"/score/runner{i}", {"score": score, "run": ticket["run"], "width": 600,
                                                 "inputs": inputs}))
@@ -422,7 +425,7 @@ def verified_burst(runs=BURST_RUNS, players=1000):
         stop.set()
         viewer.join()
         server.stop()
-        return {"runs": runs, "rate": runs / elapsed, "posts": latencies, "top10": viewer.result}
+        return {"runs": len(posts), "rate": len(posts) / elapsed, "posts": latencies, "top10": viewer.result}
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
