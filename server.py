@@ -3442,7 +3442,9 @@ class App:
         with self.storage.read():
             for _ in range(50):
                 name = f"{rng.choice(NAME_ADJECTIVES)} {rng.choice(NAME_ANIMALS)}"
-                if not self.leaderboard.has_player(name_key(name)) and not self.leaderboard.lookalike_of(name):
+                blocked = self.state.classroom.settings["blocked_words"]
+                if (not self.leaderboard.has_player(name_key(name)) and not self.leaderboard.lookalike_of(name)
+                        and not rude_word_in(name, blocked)):
                     return json_response({"name": name})
         raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
 

@@ -3571,3 +3571,27 @@ def test_a_bug_while_applying_a_write_is_a_500_and_never_jams_the_next(live, srv
     assert_json_error(live.post_score("bug", 1), 500)
     assert live.post_score("fine", 2).status == 200
     live.close()  # returns: nothing waits forever on a writer that never finished
+
+
+def test_the_listing_cache_is_bounded_in_bytes_however_many_listings_are_asked(unlimited, srvmod, monkeypatch):
+    monkeypatch.setattr(srvmod, "LISTING_CACHE_BYTES", 4096)
+    for i in range(40):
+        unlimited.post_score(f"c{i}", i)
+    for offset in range(63):
+        assert unlimited.get(f"/scores?offset={offset}").status == 200
+    assert 0 < unlimited.srv.app.listings.size <= 4096
+
+
+def test_a_long_listing_is_streamed_in_chunks_and_arrives_whole(unlimited, srvmod, monkeypatch):
+    monkeypatch.setattr(srvmod, "STREAM_ROWS", 5)
+    for i in range(12):
+        unlimited.post_score(f"s{i}", i)
+    conn = RawConnection(unlimited.port)
+    try:
+        conn.send(b"GET /scores HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = conn.response()
+    finally:
+        conn.close()
+    assert reply.status == 200 and "Content-Length" not in reply.headers
+    assert [row["score"] for row in json.loads(reply.body)] == list(range(11, -1, -1))
+    assert len(unlimited.get("/scores?limit=5").json()) == 5  # short ones still come whole, cached
