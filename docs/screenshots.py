@@ -1,8 +1,8 @@
-"""Take the README's screenshots: python3 docs/screenshots.py
+"""Take the README's screenshots: .venv/bin/python docs/screenshots.py
 
 Starts server.py on a free loopback port with a throwaway data directory,
 seeds a few scores, and writes game-running.png, game-over.png, player.png
-and phone.png beside this file, using the same Chromium as test_browser.py.
+and phone.png beside this file, using the same Chromium and server process as the tests (conftest.py).
 """
 
 import sys
@@ -15,7 +15,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from test_browser import CHROMIUM, LAUNCH_ARGS, PHONE, DinoServer, post_score, start_game  # noqa: E402
+from conftest import CHROMIUM, LAUNCH_ARGS, PHONE, Proc, post_score, start_game  # noqa: E402
 
 # Scores of a first morning, low enough that the run in game-over.png makes the top 10.
 SEED = [("Bea", 61), ("Rutu", 53), ("Ada", 45), ("Kim", 37), ("Rutu", 34), ("Bea", 29), ("Olly", 28),
@@ -75,8 +75,7 @@ def phone(browser, url, path):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        server = DinoServer(Path(tmp) / "data", Path(tmp) / "server.log")
-        server.start()
+        server = Proc(tmp, Path(tmp) / "data").wait_ready()
         try:
             for name, score in SEED:
                 post_score(server, name, score)
