@@ -1486,6 +1486,9 @@ class RunTickets:
         self.used = {run_id: tuple(value) for run_id, value in tickets.get("used", {}).items()}
 
 
+RUN_LINE_START = b'{"id":"'  # every line of runs.jsonl starts so: add() writes the id first
+
+
 class Replays:
     """The inputs of verified runs, one JSON line each in runs.jsonl, found by an index of offsets.
 
@@ -1505,19 +1508,20 @@ class Replays:
         self.size = os.fstat(self.fd).st_size
 
     def _load(self):
+        """Index the file by reading each line's id alone: a restart never holds all the runs at once."""
         try:
-            with open(self.path, "rb") as file:
-                raw = file.read()
+            file = open(self.path, "r+b")
         except FileNotFoundError:
             return
-        offset = 0
-        for line in raw.split(b"\n")[:-1]:
-            with contextlib.suppress(ValueError):  # a line we cannot read is a run we cannot show
-                self.index[json.loads(line)["id"]] = offset
-            offset += len(line) + 1
-        if offset != len(raw):  # a torn last line: a run never acknowledged
-            with open(self.path, "r+b") as file:
-                file.truncate(offset)
+        with file:
+            offset = 0
+            for line in file:
+                if not line.endswith(b"\n"):  # a torn last line: a run never acknowledged
+                    file.truncate(offset)
+                    break
+                if line.startswith(RUN_LINE_START):
+                    self.index[line[len(RUN_LINE_START):line.index(b'"', len(RUN_LINE_START))].decode()] = offset
+                offset += len(line)
 
     def add(self, run):
         """Append a verified run and fsync it; it counts as in flight until ``done``."""
@@ -3248,7 +3252,16 @@ class App:
         first = list(itertools.islice(rows, STREAM_ROWS))
         if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
             return self.listings.put(cache_key, json_response(first))
-        return Response(HTTPStatus.OK, json_chunks(first, rows), headers=API_HEADERS)
+        # A long listing is built in chunks; up to a quarter of the cache it is
+        # kept whole (a class asks for the same one until the board changes),
+        # beyond that the rest streams as it is built and is not kept.
+        chunks, built, size = json_chunks(first, rows), [], 0
+        for chunk in chunks:
+            built.append(chunk)
+            size += len(chunk)
+            if size > LISTING_CACHE_BYTES // 4:
+                return Response(HTTPStatus.OK, itertools.chain(built, chunks), headers=API_HEADERS)
+        return self.listings.put(cache_key, Response(HTTPStatus.OK, b"".join(built), headers=API_HEADERS))
 
     def events(self, request):
         """Server-Sent Events: one event each time the leaderboard changes, coalesced."""

@@ -3584,6 +3584,7 @@ def test_the_listing_cache_is_bounded_in_bytes_however_many_listings_are_asked(u
 
 def test_a_long_listing_is_streamed_in_chunks_and_arrives_whole(unlimited, srvmod, monkeypatch):
     monkeypatch.setattr(srvmod, "STREAM_ROWS", 5)
+    monkeypatch.setattr(srvmod, "LISTING_CACHE_BYTES", 400)  # too long to keep whole: it streams
     for i in range(12):
         unlimited.post_score(f"s{i}", i)
     conn = RawConnection(unlimited.port)
@@ -3595,3 +3596,26 @@ def test_a_long_listing_is_streamed_in_chunks_and_arrives_whole(unlimited, srvmo
     assert reply.status == 200 and "Content-Length" not in reply.headers
     assert [row["score"] for row in json.loads(reply.body)] == list(range(11, -1, -1))
     assert len(unlimited.get("/scores?limit=5").json()) == 5  # short ones still come whole, cached
+
+
+def test_a_long_listing_that_fits_the_cache_is_sent_whole_and_kept(unlimited, srvmod, monkeypatch):
+    monkeypatch.setattr(srvmod, "STREAM_ROWS", 5)
+    for i in range(12):
+        unlimited.post_score(f"k{i}", i)
+    first, second = unlimited.get("/scores"), unlimited.get("/scores")
+    assert int(first.headers["Content-Length"]) == len(first.body) and len(first.json()) == 12
+    assert second.body == first.body
+
+
+def test_a_restart_indexes_runs_jsonl_and_drops_a_torn_last_line(start, srvmod, sim_config, tmp_path):
+    live = start(tmp_path / "data")
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    assert live.post("/score/Torn", run).status == 200
+    live.close()
+    with open(tmp_path / "data" / "runs.jsonl", "ab") as file:
+        file.write(b'{"id":"half-written","na')
+    again = start(tmp_path / "data")
+    assert again.get("/runs/" + ticket["run"]).json()["score"] == run["score"]
+    assert (tmp_path / "data" / "runs.jsonl").read_bytes().endswith(b"\n")
