@@ -496,7 +496,7 @@ def write_verified_players(data_dir, players):
                                    "inputs": inputs, "at": now}, separators=(",", ":")) + "\n")
             for seq, record in enumerate((dino.ticket_record(run_id, 1, now),
                                           dino.score_record(name, score, run=run_id, at=now,
-                                                            digest=dino.run_digest(name, score, 600, inputs))),
+                                                            device=f"{i:08x}")),
                                          start=2 * i + 1):
                 record["seq"] = seq
                 state.apply(record)

@@ -576,23 +576,22 @@ class ClientLimits:
 # holds, so a journal left behind by a crash in mid-compaction replays safely.
 
 
-def score_record(name, score, run=None, digest=None, device=None, at=None):
+def score_record(name, score, run=None, device=None, at=None):
     """A score posted under a player's name: {"op": "score", "name", "score", "device", "at"}.
 
     ``device`` (a salted hash of the address) and ``at`` are remembered for a
     new player, for the teacher.  A verified score adds the id of its run
-    ticket and the digest of the run as posted, so posting the same run again
-    answers as the first time did.
+    ticket, whose replay is in runs.jsonl.
     """
     record = {"op": "score", "name": name, "score": score, "device": device, "at": at}
     if run is not None:
-        record.update(run=run, digest=digest)
+        record["run"] = run
     return record
 
 
 def apply_score(state, record):
     if "run" in record:
-        state.tickets.use(record["run"], record["digest"])
+        state.tickets.use(record["run"])
     return state.leaderboard.add_score(record)
 
 
@@ -1177,6 +1176,18 @@ def seq_of(rank):
     return rank & ((1 << SEQ_BITS) - 1)
 
 
+def pack_origin(device, at):
+    """A player's device and first post as one int (a tuple of two costs three times the memory)."""
+    return int(device, 16) << 40 | at if device and at else 0
+
+
+def unpack_origin(origin):
+    """(device, created_at), or (None, None) for a player from before devices were kept."""
+    if not origin:
+        return None, None
+    return f"{origin >> 40:0{DEVICE_CHARS}x}", origin & ((1 << 40) - 1)
+
+
 def above(score):
     """The rank before which every entry has a higher score than ``score``."""
     return (MAX_SCORE - score) << SEQ_BITS
@@ -1246,7 +1257,7 @@ class Leaderboard:
         if entries is None:
             key = self._new_player(name)
             entries = self.players[key]
-            self.origins[key] = (record.get("device"), record.get("at"))
+            self.origins[key] = pack_origin(record.get("device"), record.get("at"))
         entry = (rank_of(score, seq), key)
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
@@ -1255,7 +1266,7 @@ class Leaderboard:
             self.ranked.remove(dropped)
             self.verified.pop(seq_of(dropped[0]), None)
         if "run" in record:
-            self.verified[seq] = record["run"]
+            self.verified[seq] = sys.intern(record["run"])
         best = entries[0] if entries else None
         bisect.insort(entries, entry)
         self.ranked.add(entry)
@@ -1303,7 +1314,7 @@ class Leaderboard:
             self.ranked.add(entry)
         if moved:
             self.bests.add(moved[0])
-        self.origins[new_key] = self.origins.pop(key, (None, None))
+        self.origins[new_key] = self.origins.pop(key, 0)
         if key in self.hidden:
             self.hidden.discard(key)
             self.hidden.add(new_key)
@@ -1319,7 +1330,7 @@ class Leaderboard:
         self._changed()
 
     def keys_from_device(self, device):
-        return [key for key, (origin, _) in self.origins.items() if origin == device]
+        return [key for key, origin in self.origins.items() if unpack_origin(origin)[0] == device]
 
     def clear(self):
         """Start an empty board for a new round; hidden names stay hidden."""
@@ -1372,7 +1383,7 @@ class Leaderboard:
             entries += (index[key], score_of(rank), seq_of(rank))
         return {"names": [names.get(key, key) for key in keys], "entries": entries,
                 "runs": [[seq, run] for seq, run in verified.items()], "hidden": sorted(hidden),
-                "origins": [[index[key], *origin] for key, origin in origins.items() if key in index]}
+                "origins": [[index[key], *unpack_origin(origin)] for key, origin in origins.items() if key in index]}
 
     def load_snapshot(self, data):
         keys = [self._new_player(name) for name in data["names"]]
@@ -1386,9 +1397,9 @@ class Leaderboard:
                 ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
-        self.verified = {seq: run for seq, run in data.get("runs", ())}
+        self.verified = {seq: sys.intern(run) for seq, run in data.get("runs", ())}
         self.hidden = set(data.get("hidden", ()))
-        self.origins = {keys[i]: (device, at) for i, device, at in data.get("origins", ())}
+        self.origins = {keys[i]: pack_origin(device, at) for i, device, at in data.get("origins", ())}
         self.version += 1
 
 
@@ -1451,39 +1462,35 @@ class BoardPicture:
 # ---------------------------------------------------------------------------
 
 class RunTickets:
-    """Run tickets: the seed each run is played from, and which tickets were used, by which run.
+    """Open run tickets: the seed each run will be played from, and when it was handed out.
 
-    A ticket is single-use and expires after RUN_TICKET_TTL_S; a used one is
-    remembered as long, with the digest of the run posted on it, so the same
-    post again answers as the first one did.
+    A ticket is single-use and expires after RUN_TICKET_TTL_S.  A used one
+    is not kept here: the replay of its run, in runs.jsonl, is the record
+    that it was used and by which run.
     """
 
     def __init__(self):
         self.open = {}   # run id -> (seed, issued_at)
-        self.used = {}   # run id -> (digest of the run as posted, issued_at)
 
     def issue(self, run_id, seed, issued_at):
-        self.open[run_id] = (seed, issued_at)
+        self.open[sys.intern(run_id)] = (seed, issued_at)
 
-    def use(self, run_id, digest):
-        _, issued_at = self.open.pop(run_id, (None, 0))
-        self.used[run_id] = (digest, issued_at)
+    def use(self, run_id):
+        self.open.pop(run_id, None)
 
     def count(self):
         return len(self.open)
 
     def prune(self, now):
-        for tickets in (self.open, self.used):
-            for run_id in [run_id for run_id, (_, issued_at) in tickets.items() if issued_at + RUN_TICKET_TTL_S <= now]:
-                del tickets[run_id]
+        for run_id in [run_id for run_id, (_, issued_at) in self.open.items() if issued_at + RUN_TICKET_TTL_S <= now]:
+            del self.open[run_id]
 
     def snapshot_parts(self):
-        return {"tickets": {"open": dict(self.open), "used": dict(self.used)}}
+        return {"tickets": {"open": dict(self.open)}}
 
     def load_snapshot(self, data):
         tickets = data.get("tickets", {})
-        self.open = {run_id: tuple(value) for run_id, value in tickets.get("open", {}).items()}
-        self.used = {run_id: tuple(value) for run_id, value in tickets.get("used", {}).items()}
+        self.open = {sys.intern(run_id): tuple(value) for run_id, value in tickets.get("open", {}).items()}
 
 
 RUN_LINE_START = b'{"id":"'  # every line of runs.jsonl starts so: add() writes the id first
@@ -1520,7 +1527,8 @@ class Replays:
                     file.truncate(offset)
                     break
                 if line.startswith(RUN_LINE_START):
-                    self.index[line[len(RUN_LINE_START):line.index(b'"', len(RUN_LINE_START))].decode()] = offset
+                    run_id = line[len(RUN_LINE_START):line.index(b'"', len(RUN_LINE_START))].decode()
+                    self.index[sys.intern(run_id)] = offset
                 offset += len(line)
 
     def add(self, run):
@@ -1529,7 +1537,7 @@ class Replays:
         with self._lock:
             write_all(self.fd, line)
             os.fsync(self.fd)
-            self.index[run["id"]] = self.size
+            self.index[sys.intern(run["id"])] = self.size
             self.size += len(line)
             self.in_flight.add(run["id"])
 
@@ -3080,16 +3088,16 @@ class App:
     def post_run(self, request, name, score, fields):
         """Replay a posted run and keep its score only if the replay ends on exactly that score."""
         run_id, width, inputs = self.parse_run(fields)
-        digest = run_digest(name, score, width, inputs)
         with self.storage.read():
             ticket = self.state.tickets.open.get(run_id)
-            used = self.state.tickets.used.get(run_id)
-        if used is not None:
-            if used[0] == digest:
+        if ticket is None:
+            stored = self.replays.read(run_id)
+            if stored is None:
+                raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
+            if run_digest(stored["name"], stored["score"], stored["width"], stored["inputs"]) == run_digest(
+                    name, score, width, inputs):
                 return VERIFIED_RESPONSE  # the same run posted again, by a retry or a second tab
             raise unprocessable("this run ticket was already used for another run")
-        if ticket is None:
-            raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
         seed, issued_at = ticket
         new = self.admit_player(request, name)
         now = self.clock()
@@ -3105,8 +3113,8 @@ class App:
         self.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
                           "inputs": inputs, "at": int(now)})
         try:
-            self.storage.commit(score_record(name, score, run=run_id, digest=digest,
-                                             device=self.device_of(request.client), at=int(now)))
+            self.storage.commit(score_record(name, score, run=run_id, device=self.device_of(request.client),
+                                             at=int(now)))
         finally:
             self.replays.done(run_id)
         self.scored(name, score, new, request.client, verified=True)
@@ -3309,7 +3317,7 @@ class App:
 
     def admin_row(self, key):
         entries = self.leaderboard.players.get(key, [])
-        device, created_at = self.leaderboard.origins.get(key, (None, None))
+        device, created_at = unpack_origin(self.leaderboard.origins.get(key, 0))
         return {"name": self.leaderboard.display(key), "best": score_of(entries[0][0]) if entries else None,
                 "scores": [score_of(rank) for rank, _ in entries], "hidden": key in self.leaderboard.hidden,
                 "device": device, "created_at": created_at}
