@@ -17,6 +17,8 @@ virtual environment:
 """
 
 import argparse
+import socket
+import contextlib
 import http.client
 import json
 import os
@@ -620,7 +622,69 @@ def report_table(player_counts, duration, repeat):
     print()
 
 
-MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory")
+def event_latencies(pages=30, posters=30, seconds=15):
+    """ms from each POST's 2xx until every open page has the event (0 when the event came first)."""
+    with tempfile.TemporaryDirectory(prefix="dino-bench-") as data_dir:
+        server = Proc(data_dir, data_dir)  # limits on: every poster and page is a device of its own
+        server.wait_ready(timeout=60)
+        arrivals = [[] for _ in range(pages)]
+
+        def listen(page):
+            sock = socket.create_connection(("127.0.0.1", server.port), source_address=(f"127.0.3.{page + 1}", 0))
+            sock.settimeout(seconds + 5)
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):
+                while True:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    if b"event: scores" in chunk:
+                        arrivals[page].append(time.monotonic())
+        for page in range(pages):
+            threading.Thread(target=listen, args=(page,), daemon=True).start()
+        time.sleep(1)
+        posts, stop = [], time.monotonic() + seconds
+
+        def post(child):
+            score = 0
+            while time.monotonic() < stop:
+                sent = time.monotonic()
+                server.call("POST", f"/score/kid{child}", {"score": score}, source=f"127.0.4.{child + 1}")
+                posts.append((sent, time.monotonic()))
+                score += 1
+                time.sleep(6.2)  # a game, then the next post: within the per-device score limit
+        threads = [threading.Thread(target=post, args=(child,)) for child in range(posters)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.2)
+        for thread in threads:
+            thread.join()
+        time.sleep(0.5)
+        server.stop()
+    latencies = []
+    for sent, acked in posts:
+        for page_arrivals in arrivals:
+            later = [at for at in page_arrivals if at >= sent]
+            if later:
+                latencies.append(max(0.0, min(later) - acked) * 1000)
+    return sorted(latencies)
+
+
+def report_events(repeat):
+    """Live updates: 30 devices post a score every 6 s while 30 pages listen on /events."""
+    print("Live updates, 30 posting devices and 30 open pages: ms from a POST's 2xx to the event on each page")
+    print()
+    print("| run | deliveries | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for run in range(1, repeat + 1):
+        lat = event_latencies()
+        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+        print(f"| {run} | {len(lat):,} | {pick(0.5):.1f} | {pick(0.9):.1f} | {pick(0.99):.1f} | {lat[-1]:.1f} |",
+              flush=True)
+    print()
+
+
+MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events")
 
 
 def main(argv=None):
@@ -649,6 +713,8 @@ def main(argv=None):
         report_class(args.repeat)
     if "memory" in chosen:
         report_memory(args.repeat)
+    if "events" in chosen:
+        report_events(args.repeat)
     return 0
 
 if __name__ == "__main__":
