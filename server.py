@@ -1329,6 +1329,34 @@ class Leaderboard:
                 self.hidden.discard(key)
         self._changed()
 
+    def is_hidden(self, key):
+        return key in self.hidden
+
+    def shown_filter(self, verified_only=False):
+        """Which entries a listing may show: not a hidden player's, and only verified ones if asked; None for all."""
+        hidden, verified = self.hidden, self.verified
+        if verified_only:
+            return lambda entry: entry[1] not in hidden and seq_of(entry[0]) in verified
+        return (lambda entry: entry[1] not in hidden) if hidden else None
+
+    def kept_runs(self):
+        """The run ids of every kept verified score."""
+        return set(self.verified.values())
+
+    def moderation_row(self, key):
+        """What the teacher sees of a player: name, best, scores, hidden, device, created_at."""
+        entries = self.players.get(key, [])
+        device, created_at = unpack_origin(self.origins.get(key, 0))
+        return {"name": self.display(key), "best": score_of(entries[0][0]) if entries else None,
+                "scores": [score_of(rank) for rank, _ in entries], "hidden": key in self.hidden,
+                "device": device, "created_at": created_at}
+
+    def moderation_rows(self, needle=""):
+        """Every player whose key holds ``needle``, hidden ones too, best first."""
+        rows = [self.moderation_row(key) for key in self.players if needle in key]
+        rows.sort(key=lambda row: (row["best"] is None, -(row["best"] or 0), row["name"]))
+        return rows
+
     def keys_from_device(self, device):
         return [key for key, origin in self.origins.items() if unpack_origin(origin)[0] == device]
 
@@ -1477,6 +1505,10 @@ class RunTickets:
 
     def use(self, run_id):
         self.open.pop(run_id, None)
+
+    def lookup(self, run_id):
+        """(seed, issued_at) of an open ticket, or None."""
+        return self.open.get(run_id)
 
     def count(self):
         return len(self.open)
@@ -1772,6 +1804,16 @@ class Accounts:
 
     def user_count(self):
         return len(self.users)
+
+    def players_by_game(self, game_ids):
+        """For each game, the users who finished one: public id, name, stats and win rate."""
+        rows = {game_id: [] for game_id in game_ids}
+        for user_id, games in self.metrics.items():
+            for game_id, stats in games.items():
+                if game_id in rows and stats["total"]:
+                    rows[game_id].append({"id": user_id, "user": self.users[user_id]["name"], **stats,
+                                          "rate": round(stats["win"] / stats["total"], 3)})
+        return rows
 
     def has_user(self, user_id):
         return user_id in self.users
@@ -3011,7 +3053,7 @@ class App:
     def _drop_unkept_runs(self):
         """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
         with self.storage.read():
-            kept = set(self.leaderboard.verified.values())
+            kept = self.leaderboard.kept_runs()
         self.replays.keep(kept)
 
     # -- pages and health --------------------------------------------------
@@ -3089,7 +3131,7 @@ class App:
         """Replay a posted run and keep its score only if the replay ends on exactly that score."""
         run_id, width, inputs = self.parse_run(fields)
         with self.storage.read():
-            ticket = self.state.tickets.open.get(run_id)
+            ticket = self.state.tickets.lookup(run_id)
         if ticket is None:
             stored = self.replays.read(run_id)
             if stored is None:
@@ -3151,7 +3193,7 @@ class App:
         if run is not None:
             with self.storage.read():
                 key = name_key(run["name"])
-                kept = key not in self.leaderboard.hidden and any(
+                kept = not self.leaderboard.is_hidden(key) and any(
                     kept_run == run_id for _, kept_run in self.leaderboard.kept_scores(key))
         if run is None or not kept:
             raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
@@ -3163,7 +3205,7 @@ class App:
         name = clean_name(decode_path_segment(name))
         key = name_key(name)
         with self.storage.read():
-            kept = self.leaderboard.kept_scores(key) if key not in self.leaderboard.hidden else []
+            kept = [] if self.leaderboard.is_hidden(key) else self.leaderboard.kept_scores(key)
             rank = self.leaderboard.rank_of_best(key)
             shown = self.leaderboard.display(key)
         if self.verified_only:
@@ -3181,7 +3223,7 @@ class App:
         name = clean_name(decode_path_segment(name))
         with self.storage.read():
             found = self.leaderboard.top_scores(name_key(name))
-            if name_key(name) in self.leaderboard.hidden:
+            if self.leaderboard.is_hidden(name_key(name)):
                 found = None
             if found is not None and self.verified_only:
                 kept = self.leaderboard.kept_scores(name_key(name))
@@ -3237,15 +3279,12 @@ class App:
         Hidden players are left out, and under verified-only every score the
         server did not replay; nothing is deleted.
         """
-        hidden = self.leaderboard.hidden
         if not self.verified_only:
-            return self.hidden_filter(), ()
-        verified = self.leaderboard.verified
-        return (lambda entry: entry[1] not in hidden and seq_of(entry[0]) in verified), ("verified",)
+            return self.leaderboard.shown_filter(), ()
+        return self.leaderboard.shown_filter(verified_only=True), ("verified",)
 
     def hidden_filter(self):
-        hidden = self.leaderboard.hidden
-        return (lambda entry: entry[1] not in hidden) if hidden else None
+        return self.leaderboard.shown_filter()
 
     def _listing(self, key, limit, rows_of):
         """A listing built from a still picture of the board, with no lock held while it is built."""
@@ -3315,20 +3354,11 @@ class App:
         self.event(f"teacher: {action} {target}")
         return result
 
-    def admin_row(self, key):
-        entries = self.leaderboard.players.get(key, [])
-        device, created_at = unpack_origin(self.leaderboard.origins.get(key, 0))
-        return {"name": self.leaderboard.display(key), "best": score_of(entries[0][0]) if entries else None,
-                "scores": [score_of(rank) for rank, _ in entries], "hidden": key in self.leaderboard.hidden,
-                "device": device, "created_at": created_at}
-
     def admin_players(self, request):
         self.teacher(request)
         needle = name_key(request.query.get("q", "").strip()[:MAX_NAME_CHARS])
         with self.storage.read():
-            rows = [self.admin_row(key) for key in self.leaderboard.players if needle in key]
-        rows.sort(key=lambda row: (row["best"] is None, -(row["best"] or 0), row["name"]))
-        return json_response(rows)
+            return json_response(self.leaderboard.moderation_rows(needle))
 
     def admin_player_key(self, name):
         key = name_key(clean_name(decode_path_segment(name)))
@@ -3354,7 +3384,7 @@ class App:
         else:
             raise bad_request('send {"hidden": true}, {"hidden": false} or {"name": "New name"}')
         with self.storage.read():
-            return json_response(self.admin_row(key))
+            return json_response(self.leaderboard.moderation_row(key))
 
     def admin_remove_score(self, request, name, score):
         self.teacher(request)
@@ -3365,7 +3395,7 @@ class App:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"{self.leaderboard.display(key)} has no kept score of {score}")
         self.audit("remove score", f"{self.leaderboard.display(key)}: {score}", key=key, score=int(score))
         with self.storage.read():
-            return json_response(self.admin_row(key))
+            return json_response(self.leaderboard.moderation_row(key))
 
     def admin_hide_device(self, request, device):
         self.teacher(request)
@@ -3472,12 +3502,7 @@ class App:
     def standings(self, request):
         """The game API's standings per game: users by wins, then win rate; public ids, never tokens."""
         with self.storage.read():
-            rows = {game_id: [] for game_id in self.games}
-            for user_id, games in self.accounts.metrics.items():
-                for game_id, stats in games.items():
-                    if game_id in rows and stats["total"]:
-                        rows[game_id].append({"id": user_id, "user": self.accounts.users[user_id]["name"],
-                                              **stats, "rate": round(stats["win"] / stats["total"], 3)})
+            rows = self.accounts.players_by_game(self.games)
         games = []
         for game_id, players in rows.items():
             players.sort(key=lambda row: (-row["win"], -row["rate"], row["user"]))
