@@ -3087,12 +3087,12 @@ class App:
         self.seen(request.client)
         self.storage.commit(score_record(name, score, device=self.device_of(request.client), at=int(time.time())))
         self.scored(name, score, new, request.client, verified=False)
-        return SUCCESS_RESPONSE
+        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
 
     def scored(self, name, score, new, client, verified):
         if new:
             self.event(f"new player {name!r} on device {self.device_of(client)}")
-        self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))  # the seed's answer, exactly: its clients may compare it
+        self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))
 
     def admit_player(self, request, name):
         """Let a name post: a known player always; a new one if the board has room and it impersonates nobody."""
