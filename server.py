@@ -457,11 +457,6 @@ def json_type(value):
     return "an object"
 
 
-def parse_score(body):
-    """Return the integer score of a POST /score body, or refuse it with 400."""
-    return parse_score_field(parse_json_object(body, '{"score": 120}'))
-
-
 def parse_score_field(fields):
     """The integer "score" of a parsed POST /score body, or a 400."""
     example = '{"score": 120}'
