@@ -2502,22 +2502,24 @@ def update_trex(w, jump, duck):
     c = w.rules.trex
     if not w.jumping and jump and not duck:
         w.jumping, w.ducking = True, False
-        w.vy = -(c["jumpVelocity"] + w.speed * c["jumpSpeedFactor"])
+        w.vy = -(c["jumpVelocity"] + w.speed / c["jumpSpeedDivisor"])
     if w.jumping:
         # The original forgets a release that comes before the rise counts: a tap is a full jump.
         if w.jump_held and not jump and w.reached_min and w.vy < c["dropVelocity"]:
             w.vy = c["dropVelocity"]
         if duck and not w.speed_drop:
             w.speed_drop = True
-            w.vy = max(w.vy, 1)
-        w.y += w.vy * (c["speedDropFactor"] if w.speed_drop else 1)
+            w.vy = 1
+        if not duck:
+            w.speed_drop = False
+        w.y += js_round(w.vy * (c["speedDropFactor"] if w.speed_drop else 1))
         w.vy += c["gravity"]
         risen = w.rules.ground_top - w.y
-        if risen >= c["minJumpHeight"]:
+        if risen > c["minJumpHeight"] or w.speed_drop:
             w.reached_min = True
-        if (risen >= c["maxJumpHeight"] or w.speed_drop) and w.vy < c["dropVelocity"]:
+        if (risen > c["maxJumpHeight"] or w.speed_drop) and w.reached_min and w.vy < c["dropVelocity"]:
             w.vy = c["dropVelocity"]
-        if w.y >= w.rules.ground_top:
+        if w.y > w.rules.ground_top:
             w.y, w.vy = w.rules.ground_top, 0
             w.jumping = w.speed_drop = w.reached_min = False
     w.jump_held = jump
@@ -2527,7 +2529,7 @@ def update_trex(w, jump, duck):
 
 def update_horizon(w):
     c = w.rules.horizon
-    w.offset += w.speed
+    w.offset += math.floor(w.speed)     # whole pixels a tick, as the page moves the ground
     if w.offset >= c["tileWidth"]:
         w.offset -= c["tileWidth"]
         next_random(w)                  # the next ground tile, flat or bumpy
@@ -2541,7 +2543,7 @@ def update_horizon(w):
 
 def update_obstacles(w):
     for o in w.obstacles:
-        o.x -= w.speed + o.speed_offset
+        o.x -= math.floor(w.speed + o.speed_offset)
     w.obstacles = [o for o in w.obstacles if o.x + o.w > 0]
     if not w.obstacles:
         spawn_obstacle(w)

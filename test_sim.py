@@ -88,7 +88,7 @@ def test_release_after_the_minimum_height_cuts_the_jump_short(sim):
 def test_cactus_group_is_solid_from_its_first_trunk_to_its_last(sim):
     # A T-Rex held in the air over the space between two large cacti: the original's group has no
     # space there. Higher up it clears the group, so the crash comes from the middle box alone.
-    crashed = sim.evaluate("""() => [45, 30].map(function (y) {
+    crashed = sim.evaluate("""() => [50, 30].map(function (y) {
       const s = DinoSim.create(1, {width: 600});
       s.ticks = 1000;
       s.speed = 0;
@@ -99,6 +99,94 @@ def test_cactus_group_is_solid_from_its_first_trunk_to_its_last(sim):
       return s.crashed;
     })""")
     assert crashed == [True, False]
+
+
+# Measured in chrome://dino of Debian's Chromium 156, driven one 1000/60 ms frame at a time by
+# docs/chrome_compare.py: how high the T-Rex is after each frame of a jump, and the obstacle x
+# at take-off for which a jump clears a group (the jump window).
+ORIGINAL_ARCS = {
+    6: [11, 21, 30, 39, 47, 55, 62, 68, 73, 77, 81, 84, 87, 89, 90, 91, 91, 91, 90, 88, 86, 83, 80, 76,
+        71, 66, 60, 54, 47, 39, 31, 22, 13, 3, 0],
+    9.5: [11, 21, 31, 40, 49, 57, 64, 69, 73, 77, 80, 83, 85, 86, 87, 87, 87, 86, 84, 82, 79, 76, 72, 67,
+          62, 56, 50, 43, 35, 27, 18, 9, 0],
+    13: [11, 22, 32, 42, 51, 59, 67, 72, 76, 80, 83, 86, 88, 89, 90, 90, 90, 89, 87, 85, 82, 79, 75, 70,
+         65, 59, 53, 46, 38, 30, 21, 12, 2, 0],
+}
+# Down held for frames 12 to 14 of a jump at speed 6, then let go: a fast drop, then a normal fall.
+ORIGINAL_SPEED_DROP_ARC = [11, 21, 30, 39, 47, 55, 62, 68, 73, 77, 81, 84, 81, 76, 69, 66, 63, 59, 54, 49,
+                           43, 37, 30, 22, 14, 5, 0]
+ORIGINAL_WINDOWS = [     # (kind, size, speed, first x that clears, last x that clears)
+    ("small", 3, 6, 88, 201),
+    ("large", 2, 8, 98, 258),
+    ("small", 1, 13, 100, 440),
+    ("large", 1, 13, 118, 421),
+    ("large", 3, 13, 118, 370),
+]
+
+ARC_JS = """(args) => {
+  const s = DinoSim.create(1, {width: 600, obstacles: false});
+  const ground = s.trex.y;
+  const rises = [];
+  for (let tick = 0; tick === 0 || s.trex.jumping; tick++) {
+    s.speed = args.speed;
+    DinoSim.step(s, {jump: tick < 10, duck: tick >= args.dropFrom && tick < args.dropTo}, 1000 / 60);
+    rises.push(ground - s.trex.y);
+  }
+  return rises;
+}"""
+
+
+def test_jump_arc_is_the_originals_to_the_pixel(sim):
+    for speed, arc in ORIGINAL_ARCS.items():
+        assert sim.evaluate(ARC_JS, {"speed": speed, "dropFrom": -1, "dropTo": -1}) == arc, speed
+    assert sim.evaluate(ARC_JS, {"speed": 6, "dropFrom": 12, "dropTo": 15}) == ORIGINAL_SPEED_DROP_ARC
+
+
+def test_jump_windows_over_cactus_groups_match_the_original(sim):
+    # The original's obstacles move floor(speed) whole pixels a frame, so at speed 6 the window
+    # over three small cacti is 114 px. (Frames a hair shorter than 1000/60 ms move them 5 px at
+    # exactly speed 6, which gives the 85 px once measured; by speed 6.03 it is 6 px again.)
+    windows = sim.evaluate("""(cases) => cases.map(function (c) {
+      const clear = [];
+      for (let x = 60; x <= 600; x++) {
+        const s = DinoSim.create(1, {width: 600});
+        s.ticks = 1000;                                  // past the first seconds without obstacles
+        const type = DinoSim.CONFIG.obstacles.types.find(function (t) { return t.id === c[0]; });
+        const group = {type: c[0], size: c[1], x: x, y: 140 - type.h, w: type.w * c[1], h: type.h,
+          gap: 1e9, speedOffset: 0, anim: 0, mirror: 0, followed: true};
+        s.obstacles = [group];
+        for (let tick = 0; !s.crashed && s.obstacles.indexOf(group) >= 0; tick++) {
+          s.speed = c[2];
+          DinoSim.step(s, {jump: tick < 10, duck: false}, 1000 / 60);
+        }
+        if (!s.crashed) clear.push(x);
+      }
+      let best = [0, -1];                                // the longest run of clearing take-offs
+      let start = clear[0];
+      clear.forEach(function (x, i) {
+        if (i > 0 && x !== clear[i - 1] + 1) start = x;
+        if (x - start > best[1] - best[0]) best = [start, x];
+      });
+      return best;
+    })""", [list(case[:3]) for case in ORIGINAL_WINDOWS])
+    assert len(windows) == len(ORIGINAL_WINDOWS)
+    for (kind, size, speed, first, last), (ours_first, ours_last) in zip(ORIGINAL_WINDOWS, windows):
+        # Our art is our own, so the boxes differ a little: within half a frame of travel.
+        assert abs(ours_first - first) <= speed / 2, (kind, size, speed, ours_first, ours_last)
+        assert abs(ours_last - last) <= speed / 2, (kind, size, speed, ours_first, ours_last)
+
+
+def test_ground_and_obstacles_move_whole_pixels_while_the_score_counts_the_speed(sim):
+    moves = sim.evaluate("""() => {
+      const s = DinoSim.create(7, {width: 600});
+      while (s.ticks < 2000 && !s.obstacles.length) DinoSim.step(s, {jump: false, duck: false}, 1000 / 60);
+      s.speed = 6.75;
+      const o = s.obstacles[0];
+      const before = [o.x, s.distance, s.horizon.offset];
+      DinoSim.step(s, {jump: false, duck: false}, 1000 / 60);
+      return [o.x - before[0], s.distance - before[1], s.horizon.offset - before[2]];
+    }""")
+    assert moves == [-6, 6.75, 6]
 
 
 def test_score_blinks_for_two_seconds_after_each_hundred_points(sim):
