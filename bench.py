@@ -493,7 +493,7 @@ def write_verified_players(data_dir, players):
     now = int(time.time())
     with open(os.path.join(data_dir, dino.RUNS_FILE), "w") as runs:
         for i in range(players):
-            name, run_id = f"p{i}", f"run{i}"
+            name, run_id = f"p{i}", f"run{i:013d}"  # 16 characters, as secrets.token_urlsafe(12)
             runs.write(json.dumps({"id": run_id, "name": name, "score": score, "seed": 1, "width": 600,
                                    "inputs": inputs, "at": now}, separators=(",", ":")) + "\n")
             for seq, record in enumerate((dino.ticket_record(run_id, 1, now),
@@ -516,7 +516,7 @@ def memory_with_runs(players=100_000):
         restart_s = server.ready_after()
         client = Client(server.port)
         client.send("GET", "/scores?limit=10")
-        client.send("GET", f"/runs/run{players - 1}")
+        client.send("GET", f"/runs/run{players - 1:013d}")
         rss = server.rss_mib()
         server.stop()
         return {"players": players, "rss": rss, "restart_s": restart_s, "runs_mib": runs_mib}

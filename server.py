@@ -22,6 +22,7 @@ The file reads top to bottom in dependency order, one banner a section:
 from __future__ import annotations
 
 import argparse
+import array
 import base64
 import bisect
 import collections
@@ -1183,6 +1184,11 @@ def unpack_origin(origin):
     return f"{origin >> 40:0{DEVICE_CHARS}x}", origin & ((1 << 40) - 1)
 
 
+def run_of(entry):
+    """The run id of a verified entry, None for a plain score."""
+    return entry[2] if len(entry) > 2 else None
+
+
 def above(score):
     """The rank before which every entry has a higher score than ``score``."""
     return (MAX_SCORE - score) << SEQ_BITS
@@ -1191,21 +1197,22 @@ def above(score):
 class Leaderboard:
     """Every player's five best scores, all kept scores in one ranking, and each player's best in another.
 
-    An entry is ``(rank, key)`` with ``rank = rank_of(score, seq)``: sorting
-    entries puts the best score first, and equal scores in the order posted.
-    Entries are shared between a player's list and the rankings; with 100,000
-    players memory is what limits us, so a player is just a list of entries
-    and a name is stored apart only when it differs from its key.
+    An entry is ``(rank, key)`` with ``rank = rank_of(score, seq)``, or
+    ``(rank, key, run id)`` for a score whose run the server replayed: sorting
+    entries puts the best score first, and equal scores in the order posted
+    (ranks are unique, so the run id never takes part).  Entries are shared
+    between a player's list and the rankings; with 100,000 players memory is
+    what limits us, so a player is just a list of entries and a name is
+    stored apart only when it differs from its key.
 
     Readers take a ``board()`` under the storage lock, in microseconds, and
     build listings from it with no lock held.
     """
 
     def __init__(self, on_change):
-        self.players = {}          # key -> entries, best first
+        self.players = {}          # key -> tuple of entries, best first (a tuple is half a list's memory)
         self.names = {}            # key -> name as first spelled, where that differs from the key
         self.lookalikes = {}       # skeleton -> key, where the skeleton differs from the key
-        self.verified = {}         # seq -> run id, for kept scores whose run the server replayed
         self.hidden = set()        # keys the teacher hid: kept, shown nowhere; a new round keeps them hidden
         self.origins = {}          # key -> (device, created_at) of the post that made the player
         self.ranked = RankedList()  # every kept score
@@ -1224,7 +1231,7 @@ class Leaderboard:
         shape = skeleton(name)
         if shape != key:
             self.lookalikes.setdefault(shape, key)
-        self.players[key] = []
+        self.players[key] = ()
         return key
 
     def lookalike_of(self, name):
@@ -1254,16 +1261,16 @@ class Leaderboard:
             entries = self.players[key]
             self.origins[key] = pack_origin(record.get("device"), record.get("at"))
         entry = (rank_of(score, seq), key)
+        if "run" in record:
+            entry += (sys.intern(record["run"]),)
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
                 return False
-            dropped = entries.pop()
-            self.ranked.remove(dropped)
-            self.verified.pop(seq_of(dropped[0]), None)
-        if "run" in record:
-            self.verified[seq] = sys.intern(record["run"])
+            self.ranked.remove(entries[-1])
+            entries = entries[:-1]
         best = entries[0] if entries else None
-        bisect.insort(entries, entry)
+        at = bisect.bisect_left(entries, entry)
+        entries = self.players[key] = entries[:at] + (entry,) + entries[at:]
         self.ranked.add(entry)
         if entries[0] != best:
             if best is not None:
@@ -1275,11 +1282,9 @@ class Leaderboard:
     def _take_out(self, entry):
         """Remove one kept entry from the player's list and both rankings."""
         key = entry[1]
-        entries = self.players[key]
-        best = entries[0]
-        entries.remove(entry)
+        best = self.players[key][0]
+        entries = self.players[key] = tuple(kept for kept in self.players[key] if kept != entry)
         self.ranked.remove(entry)
-        self.verified.pop(seq_of(entry[0]), None)
         if entry == best:
             self.bests.remove(best)
             if entries:
@@ -1303,7 +1308,7 @@ class Leaderboard:
         if entries:
             self.bests.remove(entries[0])
         new_key = self._new_player(name)
-        moved = [(rank, new_key) for rank, _ in entries]
+        moved = tuple((entry[0], new_key, *entry[2:]) for entry in entries)
         self.players[new_key] = moved
         for entry in moved:
             self.ranked.add(entry)
@@ -1329,21 +1334,21 @@ class Leaderboard:
 
     def shown_filter(self, verified_only=False):
         """Which entries a listing may show: not a hidden player's, and only verified ones if asked; None for all."""
-        hidden, verified = self.hidden, self.verified
+        hidden = self.hidden
         if verified_only:
-            return lambda entry: entry[1] not in hidden and seq_of(entry[0]) in verified
+            return lambda entry: entry[1] not in hidden and len(entry) > 2
         return (lambda entry: entry[1] not in hidden) if hidden else None
 
     def kept_runs(self):
         """The run ids of every kept verified score."""
-        return set(self.verified.values())
+        return {entry[2] for entries in self.players.values() for entry in entries if len(entry) > 2}
 
     def moderation_row(self, key):
         """What the teacher sees of a player: name, best, scores, hidden, device, created_at."""
-        entries = self.players.get(key, [])
+        entries = self.players.get(key, ())
         device, created_at = unpack_origin(self.origins.get(key, 0))
         return {"name": self.display(key), "best": score_of(entries[0][0]) if entries else None,
-                "scores": [score_of(rank) for rank, _ in entries], "hidden": key in self.hidden,
+                "scores": [score_of(entry[0]) for entry in entries], "hidden": key in self.hidden,
                 "device": device, "created_at": created_at}
 
     def moderation_rows(self, needle=""):
@@ -1357,7 +1362,7 @@ class Leaderboard:
 
     def clear(self):
         """Start an empty board for a new round; hidden names stay hidden."""
-        self.players, self.names, self.lookalikes, self.verified, self.origins = {}, {}, {}, {}, {}
+        self.players, self.names, self.lookalikes, self.origins = {}, {}, {}, {}
         self.ranked, self.bests = RankedList(), RankedList()
         self._changed()
 
@@ -1369,11 +1374,11 @@ class Leaderboard:
         entries = self.players.get(key)
         if entries is None:
             return None
-        return {"name": self.display(key), "scores": [score_of(rank) for rank, _ in entries]}
+        return {"name": self.display(key), "scores": [score_of(entry[0]) for entry in entries]}
 
     def kept_scores(self, key):
         """A player's kept scores, best first, as (score, run id or None)."""
-        return [(score_of(rank), self.verified.get(seq_of(rank))) for rank, _ in self.players.get(key, ())]
+        return [(score_of(entry[0]), run_of(entry)) for entry in self.players.get(key, ())]
 
     def rank_of_best(self, key):
         """A player's rank among children by best score, ties sharing a rank; None without a score."""
@@ -1388,41 +1393,51 @@ class Leaderboard:
 
     def snapshot_parts(self):
         """A consistent copy for the snapshot, cheap enough to take while writes wait."""
-        return (list(self.players), dict(self.names), self.ranked.view(), dict(self.verified), set(self.hidden),
-                dict(self.origins))
+        return list(self.players), dict(self.names), self.ranked.view(), set(self.hidden), dict(self.origins)
 
     @staticmethod
     def snapshot_from_parts(parts):
-        """Names, then every entry in rank order as flat [player index, score, seq] triples, then runs.
+        """Names; every entry in rank order as flat [player index, score, seq] triples; runs; origins.
 
-        Flat numbers parse into far fewer objects than a list per score, which
-        keeps the memory peak of a restart with 100,000 players low.  "runs"
-        pairs the seq of each verified score with its run id.
+        Flat lists parse into far fewer objects than a list per score, and so
+        keep the memory peak of a restart with 100,000 players low: "runs" has
+        the run id of each entry in "entries" (null for a plain score; empty
+        when none is verified), "origins" the packed origin of each name.
         """
-        keys, names, ranked, verified, hidden, origins = parts
+        keys, names, ranked, hidden, origins = parts
         index = {key: i for i, key in enumerate(keys)}
-        entries = []
-        for rank, key in ranked:
-            entries += (index[key], score_of(rank), seq_of(rank))
+        entries, runs = [], []
+        for entry in ranked:
+            entries += (index[entry[1]], score_of(entry[0]), seq_of(entry[0]))
+            runs.append(run_of(entry))
         return {"names": [names.get(key, key) for key in keys], "entries": entries,
-                "runs": [[seq, run] for seq, run in verified.items()], "hidden": sorted(hidden),
-                "origins": [[index[key], *unpack_origin(origin)] for key, origin in origins.items() if key in index]}
+                "runs": runs if any(runs) else [], "hidden": sorted(hidden),
+                "origins": [origins.get(key, 0) for key in keys]}
 
     def load_snapshot(self, data):
         keys = [self._new_player(name) for name in data["names"]]
-        flat = data["entries"]
+        flat, runs = data["entries"], data.get("runs", [])
+        if runs and isinstance(runs[0], list):  # the first layout: [seq, run id] pairs
+            run_of_seq = dict(runs)
+            runs = [run_of_seq.get(flat[i]) for i in range(2, len(flat), 3)]
         ranked = []
         for i in range(0, len(flat), 3):
             entry = (rank_of(flat[i + 1], flat[i + 2]), keys[flat[i]])
+            run = runs[i // 3] if runs else None
+            if run is not None:
+                entry += (sys.intern(run),)
             entries = self.players[entry[1]]
             if len(entries) < TOP_SCORES_KEPT:  # two old spellings that are one player now keep five
-                entries.append(entry)  # entries come in rank order: best first
+                self.players[entry[1]] = entries + (entry,)  # entries come in rank order: best first
                 ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
-        self.verified = {seq: sys.intern(run) for seq, run in data.get("runs", ())}
         self.hidden = set(data.get("hidden", ()))
-        self.origins = {keys[i]: pack_origin(device, at) for i, device, at in data.get("origins", ())}
+        origins = data.get("origins", [])
+        if origins and isinstance(origins[0], list):  # the first layout: [name index, device, at]
+            self.origins = {keys[i]: pack_origin(device, at) for i, device, at in origins}
+        else:
+            self.origins = {key: origin for key, origin in zip(keys, origins) if origin}
         self.version += 1
 
 
@@ -1437,15 +1452,15 @@ class BoardPicture:
     def __init__(self, board, keep=None):
         self.version = board.version
         self.ranked, self.bests = board.ranked.view(), board.bests.view()
-        self.display, self.verified = board.display, board.verified
+        self.display = board.display
         self.keep = keep
 
     def score_rows(self, offset):
         """The seed's /scores rows from ``offset`` on, best first."""
         entries = self.ranked.iter_from(offset) if self.keep is None else itertools.islice(
             filter(self.keep, self.ranked), offset, None)
-        for rank, key in entries:
-            yield {"name": self.display(key), "score": score_of(rank)}
+        for entry in entries:
+            yield {"name": self.display(entry[1]), "score": score_of(entry[0])}
 
     def best_entries(self):
         """Each shown player's best entry, best first, with its place among them (from 0)."""
@@ -1465,8 +1480,8 @@ class BoardPicture:
         entries = enumerate(self.bests.iter_from(offset), start=offset) if fast else self.best_entries()
         skip = 0 if fast else offset
         previous = rank = None
-        for position, (entry_rank, key) in entries:
-            best = score_of(entry_rank)
+        for position, entry in entries:
+            key, best = entry[1], score_of(entry[0])
             if best != previous:
                 rank = (position + 1 if previous is not None or position == 0
                         else self.bests.count_below((above(best),)) + 1)
@@ -1476,7 +1491,7 @@ class BoardPicture:
             if skip:
                 skip -= 1
                 continue
-            run = self.verified.get(seq_of(entry_rank))
+            run = run_of(entry)
             yield {"name": self.display(key), "best": best, "rank": rank, "verified": run is not None, "run": run}
 
 
@@ -1523,8 +1538,62 @@ class RunTickets:
 RUN_LINE_START = b'{"id":"'  # every line of runs.jsonl starts so: add() writes the id first
 
 
+def line_run_id(line):
+    """The run id a line of runs.jsonl starts with, or None for a line that is not a run."""
+    if not line.startswith(RUN_LINE_START):
+        return None
+    end = line.find(b'"', len(RUN_LINE_START))
+    return line[len(RUN_LINE_START):end].decode() if end > 0 else None
+
+
+class RunIndex:
+    """Run id -> byte offset of its line: an open-addressing table in two arrays of 8-byte slots.
+
+    A dict of 100,000 run ids with int offsets costs about 70 bytes a run;
+    this costs 24 to 48.  It keeps the ids' hashes, not the ids: two ids may
+    share a hash, so ``offsets`` yields every candidate and the caller checks
+    the id written on the line.
+    """
+
+    def __init__(self):
+        self.hashes = array.array("q", bytes(8 * 1024))
+        self.places = array.array("q", bytes(8 * 1024))   # offset + 1; 0 marks a free slot
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def add(self, run_id, offset):
+        if 3 * (self.count + 1) > 2 * len(self.places):  # at most two thirds full
+            old = zip(self.hashes, self.places)
+            self.hashes = array.array("q", bytes(16 * len(self.places)))
+            self.places = array.array("q", bytes(16 * len(self.places)))
+            for hashed, place in old:
+                if place:
+                    self._put(hashed, place)
+        self._put(hash(run_id), offset + 1)
+        self.count += 1
+
+    def _put(self, hashed, place):
+        mask = len(self.places) - 1
+        i = hashed & mask
+        while self.places[i]:
+            i = (i + 1) & mask
+        self.hashes[i], self.places[i] = hashed, place
+
+    def offsets(self, run_id):
+        """The offsets of every line whose run id has this id's hash."""
+        hashed, mask = hash(run_id), len(self.places) - 1
+        i, found = hashed & mask, []
+        while self.places[i]:
+            if self.hashes[i] == hashed:
+                found.append(self.places[i] - 1)
+            i = (i + 1) & mask
+        return found
+
+
 class Replays:
-    """The inputs of verified runs, one JSON line each in runs.jsonl, found by an index of offsets.
+    """The inputs of verified runs, one JSON line each in runs.jsonl, found by a compact index of offsets.
 
     They stay on disk, not on the heap: a player's page reads five of them,
     a watcher one.  A line is fsynced before the score that refers to it is
@@ -1535,7 +1604,7 @@ class Replays:
         self.path = os.path.join(data_dir, RUNS_FILE)
         self.log = log
         self._lock = threading.Lock()
-        self.index = {}          # run id -> byte offset of its line
+        self.index = RunIndex()
         self.in_flight = set()   # runs written whose score is not committed yet
         self._load()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -1553,9 +1622,9 @@ class Replays:
                 if not line.endswith(b"\n"):  # a torn last line: a run never acknowledged
                     file.truncate(offset)
                     break
-                if line.startswith(RUN_LINE_START):
-                    run_id = line[len(RUN_LINE_START):line.index(b'"', len(RUN_LINE_START))].decode()
-                    self.index[sys.intern(run_id)] = offset
+                run_id = line_run_id(line)
+                if run_id is not None:
+                    self.index.add(run_id, offset)
                 offset += len(line)
 
     def add(self, run):
@@ -1564,7 +1633,7 @@ class Replays:
         with self._lock:
             write_all(self.fd, line)
             os.fsync(self.fd)
-            self.index[sys.intern(run["id"])] = self.size
+            self.index.add(run["id"], self.size)
             self.size += len(line)
             self.in_flight.add(run["id"])
 
@@ -1572,37 +1641,50 @@ class Replays:
         with self._lock:
             self.in_flight.discard(run_id)
 
+    def _line_at(self, offset):
+        """The line at ``offset``, read in growing steps: most runs are a few KB, none over the cap."""
+        step = 16 * 1024
+        while True:
+            data = os.pread(self.fd, step, offset)
+            end = data.find(b"\n")
+            if end >= 0 or len(data) < step or step > 2 * MAX_RUN_BYTES:
+                return data[:end] if end >= 0 else data
+            step *= 4
+
     def read(self, run_id):
         """The stored run, or None."""
         with self._lock:
-            offset = self.index.get(run_id)
-            if offset is None:
-                return None
-            data = os.pread(self.fd, MAX_RUN_BYTES * 2, offset)
-        return json.loads(data[:data.index(b"\n")])
+            for offset in self.index.offsets(run_id):
+                line = self._line_at(offset)
+                if line_run_id(line) == run_id:
+                    return json.loads(line)
+        return None
 
     def keep(self, kept_ids):
         """Rewrite the file with only the runs in ``kept_ids``, those in flight, and any added meanwhile."""
         with self._lock:
             keep = set(kept_ids) | self.in_flight
             old_size = self.size
-            wanted = sorted((offset, run_id) for run_id, offset in self.index.items() if run_id in keep)
-        if len(wanted) == len(self.index):
-            return
+            if len(self.index) <= len(keep):
+                return              # every line is a kept run
         temp = self.path + ".tmp"
-        index = {}
-        with open(temp, "wb") as out:
-            for offset, run_id in wanted:
-                data = os.pread(self.fd, MAX_RUN_BYTES * 2, offset)
-                index[run_id] = out.tell()
-                out.write(data[:data.index(b"\n") + 1])
+        index = RunIndex()
+        with open(temp, "wb") as out, open(self.path, "rb") as runs:
+            offset = 0
+            for line in runs:           # one pass in file order, over the part written before
+                if offset >= old_size:
+                    break
+                offset += len(line)
+                run_id = line_run_id(line)
+                if run_id in keep:
+                    keep.discard(run_id)    # a run written twice is kept once
+                    index.add(run_id, out.tell())
+                    out.write(line)
             with self._lock:
                 added = os.pread(self.fd, self.size - old_size, old_size) if self.size > old_size else b""
-                start = out.tell()
-                for run_id, offset in self.index.items():
-                    if offset >= old_size:
-                        index[run_id] = start + offset - old_size
-                out.write(added)
+                for line in added.split(b"\n")[:-1]:
+                    index.add(line_run_id(line), out.tell())
+                    out.write(line + b"\n")
                 out.flush()
                 os.fsync(out.fileno())
                 os.replace(temp, self.path)

@@ -3607,6 +3607,45 @@ def test_a_long_listing_that_fits_the_cache_is_sent_whole_and_kept(unlimited, sr
     assert second.body == first.body
 
 
+def test_runs_are_found_by_id_even_when_every_id_has_the_same_hash(srvmod, monkeypatch, tmp_path):
+    # The index keeps hashes, not ids; with every hash equal only the id on each line tells them apart.
+    monkeypatch.setattr(srvmod, "hash", lambda run_id: 7, raising=False)
+    replays = srvmod.Replays(str(tmp_path), log=print)
+    for i in range(20):
+        replays.add({"id": f"run-{i}", "name": f"p{i}", "score": i, "seed": 1, "width": 600, "inputs": []})
+        replays.done(f"run-{i}")
+    assert [replays.read(f"run-{i}")["score"] for i in range(20)] == list(range(20))
+    assert replays.read("run-20") is None
+    replays.keep([f"run-{i}" for i in range(0, 20, 2)])
+    assert [replays.read(f"run-{i}") is not None for i in range(4)] == [True, False, True, False]
+    replays.close()
+    again = srvmod.Replays(str(tmp_path), log=print)
+    assert [again.read(f"run-{i}")["score"] for i in range(0, 20, 2)] == list(range(0, 20, 2))
+    assert again.read("run-1") is None
+    assert len((tmp_path / "runs.jsonl").read_bytes().splitlines()) == 10
+    again.close()
+
+
+def test_a_snapshot_in_the_first_layout_still_loads_with_its_runs_and_origins(srvmod):
+    # Before runs and origins were flat lists: [seq, run id] pairs and [name index, device, at] triples.
+    board = srvmod.Leaderboard(on_change=lambda: None)
+    board.load_snapshot({"names": ["Ada", "bo"], "entries": [0, 90, 3, 1, 80, 2, 0, 70, 1],
+                         "runs": [[3, "run-a"]], "hidden": [],
+                         "origins": [[0, "0000abcd", 1_700_000_000], [1, "00001234", 1_700_000_100]]})
+    assert board.kept_scores("ada") == [(90, "run-a"), (70, None)]
+    assert board.kept_scores("bo") == [(80, None)]
+    row = board.moderation_row("ada")
+    assert (row["name"], row["device"], row["created_at"]) == ("Ada", "0000abcd", 1_700_000_000)
+    # Saved again, it is the flat layout, and loads back to the same board.
+    saved = srvmod.Leaderboard.snapshot_from_parts(board.snapshot_parts())
+    assert saved["runs"] == ["run-a", None, None]
+    assert len(saved["origins"]) == 2 and all(isinstance(origin, int) for origin in saved["origins"])
+    again = srvmod.Leaderboard(on_change=lambda: None)
+    again.load_snapshot(json.loads(json.dumps(saved)))
+    assert again.kept_scores("ada") == [(90, "run-a"), (70, None)]
+    assert again.moderation_row("bo")["device"] == "00001234"
+
+
 def test_a_restart_indexes_runs_jsonl_and_drops_a_torn_last_line(start, srvmod, sim_config, tmp_path):
     live = start(tmp_path / "data")
     ticket = take_ticket(live)
