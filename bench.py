@@ -526,99 +526,104 @@ def memory_with_runs(players=100_000):
 
 # -- reports -------------------------------------------------------------------
 
+def print_table(title, header, rows, left=()):
+    """A measurement as a Markdown table: its title, then each row as soon as it is measured.
+
+    Columns are right-aligned, except those whose index is in ``left``.
+    """
+    print(title)
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |", flush=True)
+    print()
+
+
 def report_attack(players, repeat):
-    print(f"Top 10 (GET /scores?limit=10, one viewer, {VIEWER_PAUSE_S * 1000:.0f} ms between requests) with "
-          f"{players:,} players, alone for {QUIET_S} s, then while four threads ask for long listings for "
-          f"{ATTACK_S} s:")
-    print()
-    print("| run | while | requests | p50 ms | p90 ms | p99 ms | attack requests (q= / scores offset= / "
-          "players offset= / allmetrics) |")
-    print("|---:|---|---:|---:|---:|---:|---|")
-    for run in range(1, repeat + 1):
-        result = top10_under_attack(players)
-        counts = result["counts"]
-        for label, latencies, attack in (("alone", result["quiet"], "-"),
-                                         ("under attack", result["attack"], " / ".join(
-                                             f"{counts[kind]:,}" for kind in counts))):
-            p50, p90, p99 = percentiles(latencies)
-            print(f"| {run} | {label} | {len(latencies):,} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {attack} |",
-                  flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            result = top10_under_attack(players)
+            counts = result["counts"]
+            for label, latencies, attack in (("alone", result["quiet"], "-"),
+                                             ("under attack", result["attack"], " / ".join(
+                                                 f"{counts[kind]:,}" for kind in counts))):
+                p50, p90, p99 = percentiles(latencies)
+                yield [str(run), label, f"{len(latencies):,}", f"{p50:.2f}", f"{p90:.2f}", f"{p99:.2f}", attack]
+    print_table(f"Top 10 (GET /scores?limit=10, one viewer, {VIEWER_PAUSE_S * 1000:.0f} ms between requests) with "
+                f"{players:,} players, alone for {QUIET_S} s, then while four threads ask for long listings for "
+                f"{ATTACK_S} s:",
+                ["run", "while", "requests", "p50 ms", "p90 ms", "p99 ms",
+                 "attack requests (q= / scores offset= / players offset= / allmetrics)"], rows(), left=(1, 6))
 
 
 def report_verify(repeat):
-    print(f"Verification cost: CPU time of server.replay_run over {MINUTE_TICKS:,} ticks (one minute of play) "
-          "of a bot's run that lasts the minute:")
-    print()
-    print("| run | runs | key changes a run | median ms per minute of play | slowest ms |")
-    print("|---:|---:|---:|---:|---:|")
-    for run in range(1, repeat + 1):
-        result = verification_cpu()
-        print(f"| {run} | {result['runs']} | {result['inputs']} | {result['median']:.1f} | {result['max']:.1f} |",
-              flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            result = verification_cpu()
+            yield [str(run), str(result["runs"]), str(result["inputs"]), f"{result['median']:.1f}",
+                   f"{result['max']:.1f}"]
+    print_table(f"Verification cost: CPU time of server.replay_run over {MINUTE_TICKS:,} ticks (one minute of play) "
+                "of a bot's run that lasts the minute:",
+                ["run", "runs", "key changes a run", "median ms per minute of play", "slowest ms"], rows())
 
 
 def report_burst(repeat):
-    print(f"Verified one-minute runs: {BURST_RUNS:,} tickets taken, a minute waited, then each run posted once "
-          f"from {CONNECTIONS} keep-alive connections; a viewer reads the top 10 meanwhile:")
-    print()
-    print("| run | runs | verified runs/s | post p50 ms | post p99 ms | top 10 p50 ms | top 10 p99 ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for run in range(1, repeat + 1):
-        result = verified_burst()
-        post50, _, post99 = percentiles(result["posts"])
-        top50, _, top99 = percentiles(result["top10"])
-        print(f"| {run} | {result['runs']:,} | {result['rate']:,.0f} | {post50:.1f} | {post99:.1f} | "
-              f"{top50:.2f} | {top99:.2f} |", flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            result = verified_burst()
+            post50, _, post99 = percentiles(result["posts"])
+            top50, _, top99 = percentiles(result["top10"])
+            yield [str(run), f"{result['runs']:,}", f"{result['rate']:,.0f}", f"{post50:.1f}", f"{post99:.1f}",
+                   f"{top50:.2f}", f"{top99:.2f}"]
+    print_table(f"Verified one-minute runs: {BURST_RUNS:,} tickets taken, a minute waited, then each run posted once "
+                f"from {CONNECTIONS} keep-alive connections; a viewer reads the top 10 meanwhile:",
+                ["run", "runs", "verified runs/s", "post p50 ms", "post p99 ms", "top 10 p50 ms", "top 10 p99 ms"],
+                rows())
 
 
 def report_class(repeat):
-    print(f"A class of {CLASS_SIZE} posts a verified run each (about 4.5 s of play) at the same moment; "
-          "one viewer reads the top 10 back to back before and meanwhile:")
-    print()
-    print("| run | top 10 before: p50 / p99 ms | top 10 during: p50 / p99 ms (requests) | all 30 verified in ms |")
-    print("|---:|---:|---:|---:|")
-    for run in range(1, repeat + 1):
-        result = class_posts_at_once()
-        before50, _, before99 = percentiles(result["before"])
-        during50, _, during99 = percentiles(result["during"])
-        print(f"| {run} | {before50:.2f} / {before99:.2f} | {during50:.2f} / {during99:.2f} "
-              f"({len(result['during'])}) | {result['all_in'] * 1000:.0f} |", flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            result = class_posts_at_once()
+            before50, _, before99 = percentiles(result["before"])
+            during50, _, during99 = percentiles(result["during"])
+            yield [str(run), f"{before50:.2f} / {before99:.2f}",
+                   f"{during50:.2f} / {during99:.2f} ({len(result['during'])})", f"{result['all_in'] * 1000:.0f}"]
+    print_table(f"A class of {CLASS_SIZE} posts a verified run each (about 4.5 s of play) at the same moment; "
+                "one viewer reads the top 10 back to back before and meanwhile:",
+                ["run", "top 10 before: p50 / p99 ms", "top 10 during: p50 / p99 ms (requests)",
+                 "all 30 verified in ms"], rows())
 
 
 def report_memory(repeat):
-    print("Memory with a verified run kept for every player (ticket, runs.jsonl line, run id on the score):")
-    print()
-    print("| run | players | runs.jsonl on disk | resident memory | restart to first answer |")
-    print("|---:|---:|---:|---:|---:|")
-    for run in range(1, repeat + 1):
-        result = memory_with_runs()
-        print(f"| {run} | {result['players']:,} | {result['runs_mib']:.0f} MiB | {result['rss']:.1f} MiB | "
-              f"{result['restart_s']:.2f} s |", flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            result = memory_with_runs()
+            yield [str(run), f"{result['players']:,}", f"{result['runs_mib']:.0f} MiB", f"{result['rss']:.1f} MiB",
+                   f"{result['restart_s']:.2f} s"]
+    print_table("Memory with a verified run kept for every player (ticket, runs.jsonl line, run id on the score):",
+                ["run", "players", "runs.jsonl on disk", "resident memory", "restart to first answer"], rows())
 
 
 def report_table(player_counts, duration, repeat):
     use_wrk = shutil.which("wrk") is not None
-    print(f"load generator: {'wrk -t1 -c8' if use_wrk else 'Python threads (8 connections); install wrk'}, "
-          f"{duration:g} s per row, fsync on every acknowledged write; {os.cpu_count()} cores")
-    print()
-    print("| players | request | requests/s | p50 ms | p99 ms |")
-    print("|---:|---|---:|---:|---:|")
     summary = []
-    for _ in range(repeat):
-        for players in player_counts:
-            results, rss, restart_s = measure(players, int(duration) if use_wrk else duration, use_wrk)
-            for label, rate, p50, p99 in results:
-                print(f"| {players:,} | {label} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
-            summary.append(f"| {players:,} | {rss:.1f} MiB | {restart_s:.2f} s |")
-    print()
+
+    def rows():
+        for _ in range(repeat):
+            for players in player_counts:
+                results, rss, restart_s = measure(players, int(duration) if use_wrk else duration, use_wrk)
+                for label, rate, p50, p99 in results:
+                    yield [f"{players:,}", label, f"{rate:,.0f}", f"{p50:.2f}", f"{p99:.2f}"]
+                summary.append([f"{players:,}", f"{rss:.1f} MiB", f"{restart_s:.2f} s"])
+    print_table(f"load generator: {'wrk -t1 -c8' if use_wrk else 'Python threads (8 connections); install wrk'}, "
+                f"{duration:g} s per row, fsync on every acknowledged write; {os.cpu_count()} cores",
+                ["players", "request", "requests/s", "p50 ms", "p99 ms"], rows(), left=(1,))
     print("| players | resident memory after the run | restart to first answer |")
     print("|---:|---:|---:|")
-    print("\n".join(summary))
+    for row in summary:
+        print("| " + " | ".join(row) + " |")
     print()
 
 
@@ -672,16 +677,14 @@ def event_latencies(pages=30, posters=30, seconds=15):
 
 def report_events(repeat):
     """Live updates: 30 devices post a score every 6 s while 30 pages listen on /events."""
-    print("Live updates, 30 posting devices and 30 open pages: ms from a POST's 2xx to the event on each page")
-    print()
-    print("| run | deliveries | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for run in range(1, repeat + 1):
-        lat = event_latencies()
-        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-        print(f"| {run} | {len(lat):,} | {pick(0.5):.1f} | {pick(0.9):.1f} | {pick(0.99):.1f} | {lat[-1]:.1f} |",
-              flush=True)
-    print()
+    def rows():
+        for run in range(1, repeat + 1):
+            lat = event_latencies()
+            pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+            yield [str(run), f"{len(lat):,}", f"{pick(0.5):.1f}", f"{pick(0.9):.1f}", f"{pick(0.99):.1f}",
+                   f"{lat[-1]:.1f}"]
+    print_table("Live updates, 30 posting devices and 30 open pages: ms from a POST's 2xx to the event on each page",
+                ["run", "deliveries", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows())
 
 
 MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events")
