@@ -2894,7 +2894,7 @@ def test_three_hundred_connections_from_one_address_do_not_shut_out_another(live
             sock = socket.create_connection(("127.0.0.1", live.port), timeout=5, source_address=("127.0.0.2", 0))
             sock.sendall(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
             hoard.append(sock)
-        reply = live.call("GET", "/", source="127.0.0.3", timeout=5)  # bench.py times it; here it must come
+        reply = live.call("GET", "/", source="127.0.0.3", timeout=5)  # tools/bench.py times it; here it must come
         assert reply.status == 200
         refused = hoard[-1].recv(4096)
         assert b" 503 " in refused and b"this device has" in refused

@@ -12,8 +12,8 @@ standard-library client that measures less precisely.  It starts the server
 with the tests' helpers from conftest.py, so run it with the test command's
 virtual environment:
 
-    .venv/bin/python bench.py                      # 100, 1000 and 100000 players
-    .venv/bin/python bench.py --players 1000 --duration 2
+    .venv/bin/python tools/bench.py                      # 100, 1000 and 100000 players
+    .venv/bin/python tools/bench.py --players 1000 --duration 2
 """
 
 import argparse
@@ -32,10 +32,10 @@ import tempfile
 import threading
 import time
 
-import server as dino
-from conftest import Proc  # the tests' server process
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # server.py and conftest.py
+import server as dino  # noqa: E402
+from conftest import Proc  # noqa: E402  the tests' server process
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CONNECTIONS = 8     # like ../shared/bench/sidebyside.py: wrk -t1 -c8
 API_USERS = 1000    # users playing "random" in the /move measurement
 

@@ -102,7 +102,7 @@ def test_cactus_group_is_solid_from_its_first_trunk_to_its_last(sim):
 
 
 # Measured in chrome://dino of Debian's Chromium 156, driven one 1000/60 ms frame at a time by
-# docs/chrome_compare.py: how high the T-Rex is after each frame of a jump, and the obstacle x
+# tools/chrome_compare.py: how high the T-Rex is after each frame of a jump, and the obstacle x
 # at take-off for which a jump clears a group (the jump window).
 ORIGINAL_ARCS = {
     6: [11, 21, 30, 39, 47, 55, 62, 68, 73, 77, 81, 84, 87, 89, 90, 91, 91, 91, 90, 88, 86, 83, 80, 76,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from conftest import LIVE_MS, PHONE, eventually, expect, http, post_score, same_origin, scores_of
 
-DOCS = Path(__file__).resolve().parent / "docs"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 SAVE_DOCS = os.environ.get("DINO_SCREENSHOTS") == "1"   # refresh docs/*.png; otherwise they go to a temp folder
 PROJECTOR = {"viewport": {"width": 1920, "height": 1080}, "device_scale_factor": 1}
 PHONE_SHOT = dict(PHONE, device_scale_factor=2)   # docs/*.png at 780x1688, as docs/phone.png

@@ -1,4 +1,4 @@
-"""Take the README's screenshots: .venv/bin/python docs/screenshots.py
+"""Take the README's screenshots: .venv/bin/python tools/screenshots.py
 
 Starts server.py on a free loopback port with a throwaway data directory,
 seeds a few scores, and writes game-running.png, game-over.png, player.png
@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -85,8 +86,8 @@ def main():
                 for shoot, filename in [(game_running, "game-running.png"), (game_over, "game-over.png"),
                                         (player, "player.png"), (phone, "phone.png")]:
                     began = time.monotonic()
-                    shoot(browser, server.url, str(HERE / filename))
-                    size = (HERE / filename).stat().st_size
+                    shoot(browser, server.url, str(DOCS / filename))
+                    size = (DOCS / filename).stat().st_size
                     print(f"{filename}: {size // 1024} KiB in {time.monotonic() - began:.1f} s")
                 browser.close()
         finally:

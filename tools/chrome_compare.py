@@ -1,6 +1,6 @@
 """Measure our game beside the real one: chrome://dino in the system's Chromium.
 
-    .venv/bin/python docs/chrome_compare.py [--seeds 48]
+    .venv/bin/python tools/chrome_compare.py [--seeds 48]
 
 Chromium shows its own Dino game on the error page it serves when offline, so this
 needs no network. The script drives that game from outside, one frame at a time on
