@@ -2953,6 +2953,8 @@ STATIC_FILES = {
     "/bots": ("bots.html", HTML),
     "/live.js": ("live.js", SCRIPT),
     "/qr.js": ("qr.js", SCRIPT),
+    "/sprites.js": ("sprites.js", SCRIPT),
+    "/client.js": ("client.js", SCRIPT),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
     "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
