@@ -57,8 +57,12 @@ from typing import Protocol, runtime_checkable
 
 try:
     import fcntl  # Unix: lets us refuse a second server on the same data directory
-except ImportError:  # Windows has no fcntl; the data directory is then not locked
+except ImportError:  # Windows has no fcntl: msvcrt locks the data directory there
     fcntl = None
+try:
+    import msvcrt  # Windows: a byte-range lock on the lock file, in place of flock
+except ImportError:
+    msvcrt = None
 try:
     import resource  # Unix: the open-file limit, which caps how many connections we can hold
 except ImportError:
@@ -97,8 +101,8 @@ MAX_HEADER_FIELDS = 100        # as http.server; a browser sends about 15
 LINGER_BYTES = 64 * 1024       # after refusing a request unread, discard this much so the client reads our answer
 LINGER_S = 1                   # ... for at most this long, then close
 REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arrive within this of its first byte
-SOCKET_TIMEOUT_S = REQUEST_DEADLINE_S  # a client silent this long is dropped; never shorter than the deadline
-IDLE_TIMEOUT_S = SOCKET_TIMEOUT_S      # an idle keep-alive connection is closed, quietly, after this
+SOCKET_TIMEOUT_S = REQUEST_DEADLINE_S  # a client silent this long is dropped (an idle keep-alive one
+                                       # quietly); never shorter than the deadline
 MAX_CONNECTIONS = 256          # beyond this new connections get 503, so slow clients cannot exhaust threads
 RESERVED_FILES = 64            # descriptors kept back from connections: data files, pages, the listener
 OPEN_FILES_WANTED = 4096       # raise the soft open-file limit this far, when the hard limit allows
@@ -645,15 +649,108 @@ RECORDS = {
 }
 
 
+# -- files on every platform --------------------------------------------------
+#
+# What each platform guarantees once these return (the README says it too):
+#   Linux:   fsync reaches the disk; a rename is made durable by fsyncing its directory.
+#   macOS:   fsync stops at the drive's cache, so sync_file asks for F_FULLFSYNC,
+#            as SQLite does; directories likewise.
+#   Windows: os.fsync is FlushFileBuffers, which reaches the disk; a directory
+#            cannot be opened to flush it, so a rename asks MoveFileEx to write
+#            through instead.  Files are opened in binary mode (O_BINARY), or
+#            every "\n" would be written as "\r\n" behind our byte counts.
+
+O_BINARY = getattr(os, "O_BINARY", 0)   # 0 where there is no text mode to turn off
+WINDOWS = sys.platform == "win32"
+REPLACE_TRIES = 5              # Windows: an indexer or a virus scanner may hold a file for a moment
+REPLACE_RETRY_S = 0.05         # ... so a refused rename is tried again after this
+
+
+def open_fd(path, flags, mode=0o600):
+    """os.open in binary mode: byte counts must match the bytes on disk on Windows too."""
+    return os.open(path, flags | O_BINARY, mode)
+
+
+def sync_file(fd):
+    """Flush a file to the disk itself, not to the drive's cache (F_FULLFSYNC where there is one)."""
+    full_fsync = getattr(fcntl, "F_FULLFSYNC", None)
+    if full_fsync is not None:
+        try:
+            fcntl.fcntl(fd, full_fsync)
+            return
+        except OSError:  # not every file system takes it (network shares): fsync is the best left
+            pass
+    os.fsync(fd)
+
+
 def fsync_directory(path):
     """Make a rename or a new file in ``path`` durable."""
-    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory to fsync it
+    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory; replace_file writes through
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        sync_file(fd)
     finally:
         os.close(fd)
+
+
+def pread(fd, size, offset):
+    """os.pread, or a seek and a read where there is none (Windows): the caller holds the file's lock."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def replace_file(source, target):
+    """Rename ``source`` over ``target`` durably; on Windows neither may be open, in any process of ours."""
+    if not WINDOWS:
+        os.replace(source, target)
+        fsync_directory(os.path.dirname(target))
+        return
+    for attempt in range(REPLACE_TRIES):
+        try:
+            move_file_write_through(source, target)
+            return
+        except PermissionError:
+            if attempt == REPLACE_TRIES - 1:
+                raise
+            time.sleep(REPLACE_RETRY_S)
+
+
+def move_file_write_through(source, target):
+    """Windows: MoveFileEx with MOVEFILE_WRITE_THROUGH, which returns once the rename is on disk."""
+    import ctypes  # Windows only, and only here
+    replace_existing, write_through = 0x1, 0x8
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    if not kernel32.MoveFileExW(str(source), str(target), replace_existing | write_through):
+        raise ctypes.WinError(ctypes.get_last_error())
+
+
+def restrict_to_owner(fd_path):
+    """Windows: let only the file's owner (and the system) read it, as mode 0600 does elsewhere."""
+    if not WINDOWS:
+        return
+    import ctypes  # Windows only, and only here
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    descriptor = ctypes.c_void_p()
+    # A protected access list (inherits nothing): full access for the owner and SYSTEM.
+    if not advapi32.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            "D:P(A;;FA;;;OW)(A;;FA;;;SY)", 1, ctypes.byref(descriptor), None):
+        raise ctypes.WinError(ctypes.get_last_error())
+    try:
+        present, defaulted, dacl = ctypes.c_int(), ctypes.c_int(), ctypes.c_void_p()
+        if not advapi32.GetSecurityDescriptorDacl(descriptor, ctypes.byref(present), ctypes.byref(dacl),
+                                                  ctypes.byref(defaulted)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        file_object, dacl_info, protected = 1, 0x4, 0x80000000
+        status = advapi32.SetNamedSecurityInfoW(str(fd_path), file_object, dacl_info | protected,
+                                                None, None, dacl, None)
+        if status:
+            raise ctypes.WinError(status)
+    finally:
+        kernel32.LocalFree(descriptor)
 
 
 def write_all(fd, data):
@@ -663,20 +760,29 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def write_file_atomically(path, data):
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+def write_file_atomically(path, data, private=False):
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
+
+    ``private`` files are readable by their owner alone on Windows too.
+    """
     temp = f"{path}.tmp"  # not *.json, so a half-written file is never taken for data
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_fd(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
+        if private:
+            restrict_to_owner(temp)
         write_all(fd, data)
-        os.fsync(fd)
+        sync_file(fd)
     except OSError:
         os.close(fd)
         os.unlink(temp)
         raise
     os.close(fd)
-    os.replace(temp, path)
-    fsync_directory(os.path.dirname(path))
+    try:
+        replace_file(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # the old file stands; leave no half-step behind
+            os.unlink(temp)
+        raise
 
 
 def load_teacher_secrets(data_dir, new_key=False):
@@ -694,7 +800,7 @@ def load_teacher_secrets(data_dir, new_key=False):
         raise StartupError(f"{path} is corrupt ({error}); move it away and a new teacher key is made") from None
     if new_key or "key" not in secrets_ or "salt" not in secrets_:
         secrets_ = {"key": secrets.token_urlsafe(32), "salt": secrets_.get("salt") or secrets.token_hex(16)}
-        write_file_atomically(path, json.dumps(secrets_).encode())
+        write_file_atomically(path, json.dumps(secrets_).encode(), private=True)
     return secrets_["key"], secrets_["salt"]
 
 
@@ -703,7 +809,7 @@ class Journal:
 
     def __init__(self, path):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.fd = open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self.size = os.fstat(self.fd).st_size
         self.broken = False  # set when a failed append could not be taken back
 
@@ -711,7 +817,7 @@ class Journal:
         """Write and fsync ``data``; on failure take back whatever part of it landed."""
         try:
             write_all(self.fd, data)
-            os.fsync(self.fd)
+            sync_file(self.fd)
         except OSError:
             self._take_back()
             raise
@@ -730,16 +836,28 @@ class Journal:
         """Drop the records before byte ``offset``, which a snapshot now holds; keep those after it.
 
         The kept tail is written to a new file that replaces the journal, so
-        a crash leaves the old journal or the new one, never a mix.
+        a crash leaves the old journal or the new one, never a mix.  The
+        caller holds the writer's place, so nothing is appended meanwhile;
+        the journal is closed while it is replaced (Windows will not replace
+        an open file) and reopened at once, the new one or, if the rename
+        failed, the old one.
         """
         with open(self.path, "rb") as file:
             file.seek(offset)
             tail = file.read()
-        write_file_atomically(self.path, tail)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
         os.close(self.fd)
-        self.fd = fd
-        self.size = len(tail)
+        try:
+            write_file_atomically(self.path, tail)
+        finally:
+            self._reopen()
+
+    def _reopen(self):
+        try:
+            self.fd = open_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            self.size = os.fstat(self.fd).st_size
+        except OSError:
+            self.broken = True  # no journal to append to: every write is refused from now on
+            raise
 
     def close(self):
         os.close(self.fd)
@@ -772,7 +890,7 @@ def read_journal(path, log):
         with open(path, "r+b") as file:
             file.truncate(good_bytes)
             file.flush()
-            os.fsync(file.fileno())
+            sync_file(file.fileno())
 
 
 class _Pending:
@@ -822,23 +940,28 @@ class Storage:
         self._identity = directory_identity(data_dir)
         self.lost = None            # a sentence, once the data directory was removed or replaced
         self.refused_writes = 0     # writes answered 503 because the disk refused them
+        self.unsnapshotted = None   # why the compaction at shutdown failed, if it did
         self._compacting = False
         self._failures = 0          # compactions failed in a row
         self._retry_at = 0.0        # monotonic time before which no compaction is tried
 
     def _lock_directory(self):
+        """Hold the lock file's lock while we run: a second server on the same directory is refused."""
         try:
             os.makedirs(self.data_dir, exist_ok=True)
-            lock_file = open(os.path.join(self.data_dir, LOCK_FILE), "a")
+            lock_file = open(os.path.join(self.data_dir, LOCK_FILE), "a+b")
         except OSError as error:
             raise StartupError(f"cannot use the data directory {self.data_dir}: {error.strerror}") from None
-        if fcntl is not None:
-            try:
+        try:
+            if fcntl is not None:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                lock_file.close()
-                raise StartupError(f"another Dino Server is already using {self.data_dir}: "
-                                   "stop it, or give this one another --data directory") from None
+            elif msvcrt is not None:
+                lock_file.seek(0)
+                msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)  # byte 0, released when the file closes
+        except OSError:
+            lock_file.close()
+            raise StartupError(f"another Dino Server is already using {self.data_dir}: "
+                               "stop it, or give this one another --data directory") from None
         return lock_file
 
     def _load(self):
@@ -1041,7 +1164,8 @@ class Storage:
                     if self.after_compaction is not None:
                         self.after_compaction()
                 except Exception as error:  # the journal still holds every write; say so, and stop
-                    self.log(f"compaction at shutdown failed ({type(error).__name__}: {error}); "
+                    self.unsnapshotted = f"{type(error).__name__}: {error}"
+                    self.log(f"compaction at shutdown failed ({self.unsnapshotted}); "
                              "the journal still holds every write")
         finally:
             self.journal.close()
@@ -1054,6 +1178,9 @@ class Storage:
             problem = self.lost or "the data directory stopped taking writes"
             return (f"NOT everything is saved: {problem}. {self.refused_writes} change(s) were refused "
                     "and answered 503; what was saved before that went with the folder.")
+        if self.unsnapshotted:
+            return (f"Every score is saved in {JOURNAL_FILE}; the snapshot could not be updated "
+                    f"({self.unsnapshotted}), so the next start replays the journal.")
         return "Every score is saved."
 
 
@@ -1607,7 +1734,7 @@ class Replays:
         self.index = RunIndex()
         self.in_flight = set()   # runs written whose score is not committed yet
         self._load()
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self.fd = open_fd(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         self.size = os.fstat(self.fd).st_size
 
     def _load(self):
@@ -1632,7 +1759,7 @@ class Replays:
         line = json.dumps(run, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             write_all(self.fd, line)
-            os.fsync(self.fd)
+            sync_file(self.fd)
             self.index.add(run["id"], self.size)
             self.size += len(line)
             self.in_flight.add(run["id"])
@@ -1645,7 +1772,7 @@ class Replays:
         """The line at ``offset``, read in growing steps: most runs are a few KB, none over the cap."""
         step = 16 * 1024
         while True:
-            data = os.pread(self.fd, step, offset)
+            data = pread(self.fd, step, offset)
             end = data.find(b"\n")
             if end >= 0 or len(data) < step or step > 2 * MAX_RUN_BYTES:
                 return data[:end] if end >= 0 else data
@@ -1669,29 +1796,43 @@ class Replays:
                 return              # every line is a kept run
         temp = self.path + ".tmp"
         index = RunIndex()
-        with open(temp, "wb") as out, open(self.path, "rb") as runs:
-            offset = 0
-            for line in runs:           # one pass in file order, over the part written before
-                if offset >= old_size:
-                    break
-                offset += len(line)
-                run_id = line_run_id(line)
-                if run_id in keep:
-                    keep.discard(run_id)    # a run written twice is kept once
-                    index.add(run_id, out.tell())
-                    out.write(line)
-            with self._lock:
-                added = os.pread(self.fd, self.size - old_size, old_size) if self.size > old_size else b""
+        with open(temp, "wb") as out:
+            with open(self.path, "rb") as runs:
+                offset = 0
+                for line in runs:           # one pass in file order, over the part written before
+                    if offset >= old_size:
+                        break
+                    offset += len(line)
+                    run_id = line_run_id(line)
+                    if run_id in keep:
+                        keep.discard(run_id)    # a run written twice is kept once
+                        index.add(run_id, out.tell())
+                        out.write(line)
+            with self._lock:  # readers and add() wait from here until the new file is in place
+                added = pread(self.fd, self.size - old_size, old_size) if self.size > old_size else b""
                 for line in added.split(b"\n")[:-1]:
                     index.add(line_run_id(line), out.tell())
                     out.write(line + b"\n")
                 out.flush()
-                os.fsync(out.fileno())
-                os.replace(temp, self.path)
-                fsync_directory(os.path.dirname(self.path))
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
-                os.close(self.fd)
-                self.fd, self.index, self.size = fd, index, os.fstat(fd).st_size
+                sync_file(out.fileno())
+                out.close()
+                self._swap_in(temp, index)
+
+    def _swap_in(self, temp, index):
+        """Put the rewritten file in place (lock held): closed, replaced, reopened, as Windows needs."""
+        os.close(self.fd)
+        try:
+            replace_file(temp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            index = None    # the old file stands, and so does its index
+            raise
+        finally:
+            self.fd = open_fd(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            self.size = os.fstat(self.fd).st_size
+            if index is not None:
+                self.index = index
 
     def close(self):
         os.close(self.fd)
@@ -3853,7 +3994,7 @@ STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() 
 
 # How a client that went away or went silent shows up: a reset, a timeout, or
 # (with the kernel's socket timeouts on a blocking socket) EAGAIN.
-CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
+CLIENT_GONE = (ConnectionError, TimeoutError, socket.timeout, BlockingIOError)  # socket.timeout: 3.9's own
 
 
 def set_socket_timeouts(sock, seconds):
@@ -3963,7 +4104,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def handle_one_request(self):
         self.close_connection = True
         # An idle keep-alive connection waits for its next request with no
-        # deadline; the socket timeout closes it quietly after IDLE_TIMEOUT_S.
+        # deadline; the socket timeout closes it quietly after SOCKET_TIMEOUT_S.
         if not self.rfile.peek(1):
             return
         # From its first byte, the whole request must arrive by this time; the
@@ -4237,7 +4378,10 @@ class DinoServer(ThreadingHTTPServer):
 
     daemon_threads = True              # idle keep-alive connections must not hold up exit
     request_queue_size = LISTEN_BACKLOG
-    allow_reuse_address = True         # restart at once on the same port after a stop
+    # Restart at once on the same port after a stop.  Not on Windows, where
+    # SO_REUSEADDR lets a second server take a port in use; server_bind asks
+    # for the port alone there instead.
+    allow_reuse_address = not WINDOWS
 
     def __init__(self, address, quiet=True, client_limits=True):
         if ":" in address[0]:
@@ -4260,6 +4404,8 @@ class DinoServer(ThreadingHTTPServer):
     def server_bind(self):
         # HTTPServer.server_bind would look up our own name in DNS, which on a
         # school network with no internet can hang for seconds.
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no second server on this port
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
@@ -4351,6 +4497,12 @@ class DinoServer(ThreadingHTTPServer):
         return None
 
 
+# How "the port is taken" reads: EADDRINUSE, or on Windows WSAEADDRINUSE, and
+# WSAEACCES when the other socket holds the port with SO_EXCLUSIVEADDRUSE.
+ADDRESS_IN_USE = {errno.EADDRINUSE} | {getattr(errno, name) for name in ("WSAEADDRINUSE", "WSAEACCES")
+                                       if hasattr(errno, name)}
+
+
 def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True, token_ttl=TOKEN_TTL_S,
                 games_file=None, log=None, client_limits=True, verified_only=False, new_teacher_key=False,
                 events=False):
@@ -4366,7 +4518,7 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
         raise_open_file_limit()
         server = DinoServer((host, port), quiet=quiet, client_limits=client_limits)
     except OSError as error:
-        if error.errno == errno.EADDRINUSE:
+        if error.errno in ADDRESS_IN_USE:
             raise StartupError(f"port {port} on {host} is already in use: stop the other server, "
                                "or pick another port with --port") from None
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
@@ -4466,7 +4618,20 @@ def parse_args(argv):
     return args
 
 
+# Ctrl-C, a polite kill, and on Windows Ctrl-Break: what another program can
+# send a console process there, as tests and service managers do.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name))
+
+
+def survive_any_console():
+    """Print what the console cannot show as escapes: a cp1252 console and a folder named Пётр must not stop us."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
+    survive_any_console()
     args = parse_args(argv)
     # A games file says "from server import IllegalMove"; when we run as a
     # script that must find this module, not import a second copy of it.
@@ -4479,7 +4644,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
     print(banner(server, args.data, args.token_ttl), flush=True)
