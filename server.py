@@ -8,14 +8,16 @@ The file reads top to bottom in dependency order, one banner a section:
 
   constants and limits; errors; validation of names and bodies;
   per-client limits;
-  storage (the locks, the file formats, the journal records, group commit,
-  compaction);
+  storage (the locks and the decisions taken under them, the file formats,
+  files on every platform, group commit, compaction);
   the leaderboard; runs (tickets and replays); the classroom (the teacher's
   settings, rounds, audit, the name filter); users, tokens and game sessions;
+  records and the state (every change: how it is decided and applied);
   games (the plugin protocol, the built-in games, loading a games file);
   the Dino simulation (the page's DinoSim in Python, to verify runs);
   responses; the request; static pages; the event stream;
-  the app (the routes' handlers); the route table;
+  the app (what the routes share, and one class of routes per concern:
+  pages, the board, runs, the teacher, the game API); routing;
   the request handler; the server's lifecycle; and ``main``.
 """
 
@@ -85,7 +87,7 @@ DEFAULT_PORT = 8080
 MAX_NAME_CHARS = 32            # a name fits one leaderboard row on a phone
 MAX_NAME_BYTES = 256           # checked before any Unicode work: 32 characters of 4 bytes, twice over
 MAX_SCORE = 10_000_000         # far above any real run (about 19.5 points a second)
-MAX_SCORE_DIGITS = 8           # the first design's page posts its score as a string of up to 8 digits
+MAX_SCORE_DIGITS = 8           # a score may come as a string of up to 8 digits, as simpler pages post it
 MAX_COUNT_DIGITS = 9           # offset= and limit= in a query: up to 999,999,999
 MAX_LENGTH_DIGITS = 18         # a Content-Length of more digits is not a body anyone sends
 TOP_SCORES_KEPT = 5            # each player keeps their five best
@@ -134,7 +136,11 @@ MAX_TRACKED_CLIENTS = 65_536   # bounds the memory of the per-client tables (abo
 
 RUN_TICKET_TTL_S = 4 * 3600    # a ticket is good for a few hours: a run played offline is posted later
 RUN_TICKETS = (20, 5)          # per device: a ticket a run and the prefetched next one, not thousands
-MAX_OPEN_TICKETS = 100_000     # tickets issued and neither used nor expired: bounds their memory
+MAX_OPEN_TICKETS = 100_000     # tickets issued and neither used nor expired: bounds their memory; a full
+                               # pool drops its oldest, so tickets drained from many addresses come back
+REPLAYS_AT_ONCE = os.cpu_count() or 1  # replays running at once: more than the cores only queue for the CPU
+REPLAYS_PER_TICKET = 3         # a ticket whose run never holds up is replayed this often, then refused at once
+VERDICTS_KEPT = 10_000         # refusals remembered by (ticket, inputs): the same bad run costs no CPU again
 MAX_RUN_MINUTES = 120          # a run longer than two hours of play is not a child's run
 MAX_RUN_INPUTS = 20_000        # key changes in one run: two hours of hard play is about 15,000
 MAX_RUN_BYTES = 256 * 1024     # the body of a posted run (a minute of play is about 2 KB)
@@ -149,6 +155,11 @@ TEACHER_FILE = "teacher.json"  # the teacher key and the salt of device names, m
 DEVICE_CHARS = 8               # a device is this many hex digits of a salted hash of its address
 ACTIVE_S = 300                 # a device that posted or took a ticket this recently counts as playing now
 MAX_ACTIVE_DEVICES = 10_000    # bounds the table behind "playing now"
+CLASS_NEW_NAMES = (60, 60)     # new players (count, seconds) the whole class adds at most, from any number of
+                               # addresses: a class of 30 types their names well within a minute, a script
+                               # from many addresses cannot fill the board; the teacher can let more in
+LET_IN_S = 600                 # the teacher's "let them in" lifts that class rate for this long
+ADMIN_PAGE = 500               # players in one answer of the teacher's list: a search finds the others
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
 COMPACT_RETRY_S = 1            # a failed compaction is tried again after this, doubling each time ...
@@ -469,7 +480,7 @@ def parse_score_field(fields):
     if value is _MISSING:
         raise bad_request(f'the body has no "score": send {example}')
     if isinstance(value, str) and SCORE_DIGITS.fullmatch(value):
-        value = int(value)  # the first design's page sends the number as a string of digits
+        value = int(value)  # {"score": "44"}: a page that sends the number as text
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f'"score" must be a whole number from 0 to {MAX_SCORE}, not {json_type(value)}')
     if not 0 <= value <= MAX_SCORE:
@@ -547,106 +558,61 @@ class ClientLimits:
 # ---------------------------------------------------------------------------
 #
 # Locks, what each guards, and the order they are taken in (never the other
-# way round):
+# way round).  Every dict or set that more than one thread changes has one:
 #
-#   App._move_locks[i]    one user's game of one kind: /start and /move on it
-#                         run one at a time.  Taken first.
-#   Storage.lock          the State and the listing cache.  Readers hold it
-#                         for a moment; only the one writer of a group commit
-#                         changes the State, holding it, and never while it
-#                         waits for the disk.
+#   GameApiRoutes._move_locks[i]  one user's game of one kind: /start and /move
+#                         on it run one at a time.  Taken first.
+#   RunVerifier._waiting's locks  posts of one run ticket, then replays of one
+#                         device, one at a time; then RunVerifier._cores, the
+#                         replays running at once.  Taken before Storage.lock.
+#   Storage.lock          the State (the leaderboard, tickets, classroom and
+#                         accounts in it), the group-commit queue and what its
+#                         records touch.  Readers hold it for a moment and build
+#                         answers from still pictures without it; decisions are
+#                         taken under it (below); only the one writer of a group
+#                         commit changes the State, holding it, and never while
+#                         it waits for the disk.
 #   Broadcaster._cond     the live-update version and the stream counts.  Taken
 #                         inside Storage.lock when a board changes.
-#   Replays._lock         runs.jsonl and its index.  Taken alone: a replay is
-#                         written before the score that refers to it commits.
-#   ListingCache._lock    built listings.  Taken alone, for a dict lookup.
-#   ClientLimits._lock    the per-client token buckets.  Taken alone.
-#   DinoServer._guard     the counts of open connections.  Taken alone.
+#   Replays._lock         runs.jsonl, its index and the runs in flight.  Taken
+#                         alone: a replay is written before its score commits.
+#   Taken alone, for a moment: RunVerifier._lock (verdicts, replay counts, the
+#   waiting table), ListingCache._lock (built listings), ClientLimits._lock
+#   (token buckets), ActiveDevices._lock (who played lately), App._in_flight_lock
+#   (requests being answered), DinoServer._guard (open connections, handlers).
+#   StaticPage's cached answer and the Date header line are replaced whole:
+#   two threads may both rebuild one, and either is right.
 #
-# The data directory holds two JSON files:
+# Decisions that depend on the state, and where each is taken.  Storage.commit
+# runs the decide_* functions under Storage.lock in the step that queues the
+# record, once no queued record touches the same (State.touches):
+#
+#   a name is new, allowed while names are locked, not rude, not a
+#     lookalike, under MAX_PLAYERS and the class rate  decide_score, refuse_new_player
+#   a run ticket is open: one ticket, one run          decide_score
+#   which round a score lands in                       no decision: a new round is one
+#                                                      record, and a score is in the
+#                                                      round its record is applied in
+#   a teacher action's target exists, a name is free   decide_admin (ADMIN_ACTIONS)
+#   a new user's id is unused, under MAX_USERS         decide_user
+#   a game's next state                                the move lock: one writer a game
+#   open tickets stay under MAX_OPEN_TICKETS           no decision: apply_ticket drops
+#                                                      the oldest of a full pool
+#
+# The data directory holds:
 #
 #   state.json     the snapshot: {"format": SNAPSHOT_FORMAT, "seq", "saved_at",
 #                  "names", "entries"   (Leaderboard.snapshot_from_parts),
-#                  "users", "sessions", "metrics", "moved"   (Accounts.snapshot_parts)}
+#                  "users", "sessions", "metrics", "moved"   (Accounts.snapshot_parts),
+#                  "tickets", "classroom"   (RunTickets, Classroom)}
 #   journal.jsonl  every change since the snapshot, one record a line:
 #                  {"op": <kind>, "seq": <n>, <the kind's fields>}, the kinds
-#                  being those of RECORDS below.
+#                  being those of RECORDS, under "Records and the state".
+#   runs.jsonl     the inputs of verified runs (Replays); rounds/<id>.json each
+#                  archived round's final board; teacher.json the teacher key.
 #
 # Records carry increasing sequence numbers and the snapshot the last one it
 # holds, so a journal left behind by a crash in mid-compaction replays safely.
-
-
-def score_record(name, score, run=None, device=None, at=None):
-    """A score posted under a player's name: {"op": "score", "name", "score", "device", "at"}.
-
-    ``device`` (a salted hash of the address) and ``at`` are remembered for a
-    new player, for the teacher.  A verified score adds the id of its run
-    ticket, whose replay is in runs.jsonl.
-    """
-    record = {"op": "score", "name": name, "score": score, "device": device, "at": at}
-    if run is not None:
-        record["run"] = run
-    return record
-
-
-def apply_score(state, record):
-    if "run" in record:
-        state.tickets.use(record["run"])
-    return state.leaderboard.add_score(record)
-
-
-def ticket_record(run_id, seed, issued_at):
-    """A run ticket: the seed a run will be played from, and when it was handed out."""
-    return {"op": "ticket", "run": run_id, "seed": seed, "issued_at": issued_at}
-
-
-def apply_ticket(state, record):
-    state.tickets.issue(record["run"], record["seed"], record["issued_at"])
-
-
-def user_record(user_id, name, token_sha256, created_at, expires_at):
-    """A new game-API user; only the SHA-256 of the token is ever stored."""
-    return {"op": "user", "id": user_id, "name": name, "token_sha256": token_sha256,
-            "created_at": created_at, "expires_at": expires_at}
-
-
-def apply_user(state, record):
-    return state.accounts.add_user(record)
-
-
-def game_record(user_id, game_id, game_state, outcome, moved=False):
-    """A game's new state after /start or /move, its outcome if one just ended, and whether moves were made.
-
-    ``moved`` marks a game in progress that /start would abandon, which
-    counts as a loss; a fresh game, unplayed, may be restarted freely.
-    """
-    return {"op": "game", "user": user_id, "game": game_id, "state": game_state, "outcome": outcome,
-            "moved": moved}
-
-
-def apply_game(state, record):
-    return state.accounts.set_game(record)
-
-
-def admin_record(action, target, at, **fields):
-    """A teacher's action: what was done, to whom, and when; applied by ADMIN_ACTIONS[action]."""
-    return {"op": "admin", "action": action, "target": target, "at": at, **fields}
-
-
-def apply_admin(state, record):
-    result = ADMIN_ACTIONS[record["action"]](state, record)
-    state.classroom.audit.appendleft((record["at"], record["action"], record["target"]))
-    return result
-
-
-# Every kind of record: its constructor and the applier that replays it.
-RECORDS = {
-    "score": (score_record, apply_score),
-    "user": (user_record, apply_user),
-    "game": (game_record, apply_game),
-    "ticket": (ticket_record, apply_ticket),
-    "admin": (admin_record, apply_admin),
-}
 
 
 # -- files on every platform --------------------------------------------------
@@ -893,26 +859,59 @@ def read_journal(path, log):
             sync_file(file.fileno())
 
 
+def lock_directory(data_dir):
+    """Make the data directory and hold its lock file's lock: a second server on it is refused."""
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        lock_file = open(os.path.join(data_dir, LOCK_FILE), "a+b")
+    except OSError as error:
+        raise StartupError(f"cannot use the data directory {data_dir}: {error.strerror}") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        elif msvcrt is not None:
+            lock_file.seek(0)
+            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)  # byte 0, released when the file closes
+    except OSError:
+        lock_file.close()
+        raise StartupError(f"another Dino Server is already using {data_dir}: "
+                           "stop it, or give this one another --data directory") from None
+    return lock_file
+
+
 class _Pending:
-    """One record waiting in the group-commit queue."""
+    """One record decided and waiting in the group-commit queue, with what it touches in the state."""
 
-    __slots__ = ("record", "line", "done", "result", "error")
+    __slots__ = ("record", "line", "touches", "done", "result", "error")
 
-    def __init__(self, record, line):
+    def __init__(self, record, line, touches):
         self.record = record
         self.line = line
+        self.touches = touches
         self.done = False
         self.result = None
         self.error = None
 
 
+EVERYTHING = "everything"  # what a record touches when it may change any decision (a teacher's action)
+
+
 class Storage:
     """The data directory: state in memory, a snapshot and a journal on disk.
 
-    Every change is a record.  ``commit`` appends it to the journal, fsyncs,
-    and only then applies it to memory, so memory never holds what the disk
-    does not.  Concurrent commits are grouped: whichever caller finds the disk
-    idle writes everything queued so far with one write and one fsync.
+    Every change is a record.  ``commit`` decides it on the current state,
+    appends it to the journal, fsyncs, and only then applies it to memory,
+    so memory never holds what the disk does not.  Concurrent commits are
+    grouped: whichever caller finds the disk idle writes everything queued
+    so far with one write and one fsync.
+
+    The writer decides: a record whose making depends on the state (is this
+    name free, this ticket open) is made by a ``decide`` function under the
+    lock, in the step that queues it, and never from an earlier look.  A
+    record queued but not yet applied is still invisible in the state, so a
+    decision waits until no queued record touches what its record touches
+    (``State.touches``); then the state it saw is the state its record is
+    applied to, as records are applied in the order they were queued.
     """
 
     def __init__(self, data_dir, state, log, after_compaction=None):
@@ -926,8 +925,9 @@ class Storage:
         self._cond = threading.Condition(self.lock)
         self._queue = []
         self._writing = False
+        self._touched = collections.Counter()  # what the records queued and not yet applied touch
         self.closed = False
-        self._lock_file = self._lock_directory()
+        self._lock_file = lock_directory(data_dir)
         self.snapshot_bytes = 0
         try:
             self.applied_seq = self._load()
@@ -944,25 +944,6 @@ class Storage:
         self._compacting = False
         self._failures = 0          # compactions failed in a row
         self._retry_at = 0.0        # monotonic time before which no compaction is tried
-
-    def _lock_directory(self):
-        """Hold the lock file's lock while we run: a second server on the same directory is refused."""
-        try:
-            os.makedirs(self.data_dir, exist_ok=True)
-            lock_file = open(os.path.join(self.data_dir, LOCK_FILE), "a+b")
-        except OSError as error:
-            raise StartupError(f"cannot use the data directory {self.data_dir}: {error.strerror}") from None
-        try:
-            if fcntl is not None:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            elif msvcrt is not None:
-                lock_file.seek(0)
-                msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)  # byte 0, released when the file closes
-        except OSError:
-            lock_file.close()
-            raise StartupError(f"another Dino Server is already using {self.data_dir}: "
-                               "stop it, or give this one another --data directory") from None
-        return lock_file
 
     def _load(self):
         """Load the snapshot, replay the journal, and return the last applied sequence number."""
@@ -1000,20 +981,27 @@ class Storage:
         """The lock to hold while reading the state."""
         return self.lock
 
-    def commit(self, record):
-        """Make ``record`` durable, apply it, and return what applying it returned."""
+    def commit(self, decide):
+        """Decide a record on the current state, make it durable, apply it; return what applying returned.
+
+        ``decide(state)`` returns the record, or raises the HTTPError that
+        refuses it; a refusal never reaches the journal.  It runs under the
+        lock and may run again, so it only looks: any change is the record's.
+        A plain record may be passed instead of a function.
+        """
         with self._cond:
-            if self.closed:
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment")
-            if self.journal.broken or self.lost:
-                self.refused_writes += 1
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
-                                "the server cannot write to its data directory and has stopped taking "
-                                "changes; reads still work. Restart it once the disk is fixed")
+            while True:
+                self._refuse_if_closed()
+                record = decide(self.state) if callable(decide) else decide
+                touches = self.state.touches(record)
+                if not self._waits_for_queued(touches):
+                    break
+                self._cond.wait()   # a queued record touches the same: decide again once it is applied
             record["seq"] = self.next_seq
             self.next_seq += 1
-            pending = _Pending(record, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+            pending = _Pending(record, json.dumps(record, separators=(",", ":")).encode() + b"\n", touches)
             self._queue.append(pending)
+            self._count_touches(touches, 1)
             while not pending.done:
                 if self._writing:
                     self._cond.wait()
@@ -1022,6 +1010,29 @@ class Storage:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def _refuse_if_closed(self):
+        if self.closed:
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment")
+        if self.journal.broken or self.lost:
+            self.refused_writes += 1
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
+                            "the server cannot write to its data directory and has stopped taking "
+                            "changes; reads still work. Restart it once the disk is fixed")
+
+    def _waits_for_queued(self, touches):
+        """Whether a record queued and not yet applied touches what ``touches`` names (lock held)."""
+        if not self._touched:
+            return False
+        if touches == EVERYTHING or EVERYTHING in self._touched:
+            return True
+        return any(item in self._touched for item in touches)
+
+    def _count_touches(self, touches, change):
+        for item in ((EVERYTHING,) if touches == EVERYTHING else touches):
+            self._touched[item] += change
+            if not self._touched[item]:
+                del self._touched[item]
 
     def _write_queue(self):
         """As the one writer: write the whole queue with one fsync, then apply it (lock held)."""
@@ -1038,6 +1049,7 @@ class Storage:
             self._cond.acquire()
         try:
             for pending in batch:
+                self._count_touches(pending.touches, -1)
                 if error is None:
                     self._apply(pending)
                 else:
@@ -1342,6 +1354,7 @@ class Leaderboard:
         self.lookalikes = {}       # skeleton -> key, where the skeleton differs from the key
         self.hidden = set()        # keys the teacher hid: kept, shown nowhere; a new round keeps them hidden
         self.origins = {}          # key -> (device, created_at) of the post that made the player
+        self.scoreless = set()     # keys of players whose every score the teacher removed
         self.ranked = RankedList()  # every kept score
         self.bests = RankedList()   # each player's best score: the boards rank children, not scores
         self.version = 0           # changes whenever a kept score changes
@@ -1390,6 +1403,8 @@ class Leaderboard:
         entry = (rank_of(score, seq), key)
         if "run" in record:
             entry += (sys.intern(record["run"]),)
+        if not entries:
+            self.scoreless.discard(key)
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
                 return False
@@ -1403,7 +1418,7 @@ class Leaderboard:
             if best is not None:
                 self.bests.remove(best)
             self.bests.add(entry)
-        self._changed()
+        self.changed()
         return True
 
     def _take_out(self, entry):
@@ -1416,6 +1431,8 @@ class Leaderboard:
             self.bests.remove(best)
             if entries:
                 self.bests.add(entries[0])
+        if not entries:
+            self.scoreless.add(key)
 
     def remove_score(self, key, score):
         """Remove one kept score of that value (the latest posted of equal ones); False if there is none."""
@@ -1423,7 +1440,7 @@ class Leaderboard:
         if not found:
             return False
         self._take_out(found[-1])
-        self._changed()
+        self.changed()
         return True
 
     def rename(self, key, name):
@@ -1442,10 +1459,13 @@ class Leaderboard:
         if moved:
             self.bests.add(moved[0])
         self.origins[new_key] = self.origins.pop(key, 0)
-        if key in self.hidden:
-            self.hidden.discard(key)
-            self.hidden.add(new_key)
-        self._changed()
+        for keys in (self.hidden, self.scoreless):
+            if key in keys:
+                keys.discard(key)
+                keys.add(new_key)
+        if not moved:
+            self.scoreless.add(new_key)
+        self.changed()
         return new_key
 
     def set_hidden(self, keys, hidden):
@@ -1454,7 +1474,7 @@ class Leaderboard:
                 self.hidden.add(key)
             else:
                 self.hidden.discard(key)
-        self._changed()
+        self.changed()
 
     def is_hidden(self, key):
         return key in self.hidden
@@ -1466,34 +1486,20 @@ class Leaderboard:
             return lambda entry: entry[1] not in hidden and len(entry) > 2
         return (lambda entry: entry[1] not in hidden) if hidden else None
 
-    def kept_runs(self):
-        """The run ids of every kept verified score."""
-        return {entry[2] for entries in self.players.values() for entry in entries if len(entry) > 2}
-
-    def moderation_row(self, key):
-        """What the teacher sees of a player: name, best, scores, hidden, device, created_at."""
-        entries = self.players.get(key, ())
-        device, created_at = unpack_origin(self.origins.get(key, 0))
-        return {"name": self.display(key), "best": score_of(entries[0][0]) if entries else None,
-                "scores": [score_of(entry[0]) for entry in entries], "hidden": key in self.hidden,
-                "device": device, "created_at": created_at}
-
-    def moderation_rows(self, needle=""):
-        """Every player whose key holds ``needle``, hidden ones too, best first."""
-        rows = [self.moderation_row(key) for key in self.players if needle in key]
-        rows.sort(key=lambda row: (row["best"] is None, -(row["best"] or 0), row["name"]))
-        return rows
-
     def keys_from_device(self, device):
         return [key for key, origin in self.origins.items() if unpack_origin(origin)[0] == device]
 
     def clear(self):
-        """Start an empty board for a new round; hidden names stay hidden."""
-        self.players, self.names, self.lookalikes, self.origins = {}, {}, {}, {}
-        self.ranked, self.bests = RankedList(), RankedList()
-        self._changed()
+        """Start an empty board for a new round; hidden names stay hidden.
 
-    def _changed(self):
+        Every table is replaced, not emptied: a still picture of the old
+        board (a round's archive) keeps reading the old ones.
+        """
+        self.players, self.names, self.lookalikes, self.origins = {}, {}, {}, {}
+        self.ranked, self.bests, self.scoreless = RankedList(), RankedList(), set()
+        self.changed()
+
+    def changed(self):
         self.version += 1
         self.on_change()
 
@@ -1517,6 +1523,11 @@ class Leaderboard:
     def picture(self, keep=None):
         """A still picture for listings; take it under the storage lock, use it without."""
         return BoardPicture(self, keep)
+
+    def final_picture(self):
+        """A still picture of the board as it stands, hidden players left out: a round's final board."""
+        hidden = frozenset(self.hidden)
+        return BoardPicture(self, (lambda entry: entry[1] not in hidden) if hidden else None)
 
     def snapshot_parts(self):
         """A consistent copy for the snapshot, cheap enough to take while writes wait."""
@@ -1559,13 +1570,14 @@ class Leaderboard:
                 ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
+        self.scoreless = {key for key, entries in self.players.items() if not entries}
         self.hidden = set(data.get("hidden", ()))
         origins = data.get("origins", [])
         if origins and isinstance(origins[0], list):  # the first layout: [name index, device, at]
             self.origins = {keys[i]: pack_origin(device, at) for i, device, at in origins}
         else:
             self.origins = {key: origin for key, origin in zip(keys, origins) if origin}
-        self.version += 1
+        self.changed()
 
 
 class BoardPicture:
@@ -1579,8 +1591,13 @@ class BoardPicture:
     def __init__(self, board, keep=None):
         self.version = board.version
         self.ranked, self.bests = board.ranked.view(), board.bests.view()
-        self.display = board.display
+        names = board.names  # replaced, never emptied, by a new round: the picture keeps the old
+        self.display = lambda key: names.get(key, key)
         self.keep = keep
+        # Read one key at a time with no lock held: their values are replaced
+        # whole, never changed, and each lookup is one step.
+        self._players, self._origins, self._hidden, self._scoreless = (
+            board.players, board.origins, board.hidden, board.scoreless)
 
     def score_rows(self, offset):
         """The seed's /scores rows from ``offset`` on, best first."""
@@ -1621,6 +1638,23 @@ class BoardPicture:
             run = run_of(entry)
             yield {"name": self.display(key), "best": best, "rank": rank, "verified": run is not None, "run": run}
 
+    def moderation_rows(self, needle=""):
+        """What the teacher sees of every player whose key holds ``needle``: hidden ones too, best first."""
+        keys = itertools.chain((entry[1] for entry in self.bests), sorted(frozenset(self._scoreless)))
+        return (self.moderation_row(key) for key in keys if needle in key)
+
+    def moderation_row(self, key):
+        """What the teacher sees of a player: name, best, scores, hidden, device, created_at."""
+        entries = self._players.get(key, ())
+        device, created_at = unpack_origin(self._origins.get(key, 0))
+        return {"name": self.display(key), "best": score_of(entries[0][0]) if entries else None,
+                "scores": [score_of(entry[0]) for entry in entries], "hidden": key in self._hidden,
+                "device": device, "created_at": created_at}
+
+    def kept_runs(self):
+        """The run ids of every kept verified score."""
+        return {entry[2] for entry in self.ranked if len(entry) > 2}
+
 
 # ---------------------------------------------------------------------------
 # Runs: tickets and replays
@@ -1638,6 +1672,9 @@ class RunTickets:
         self.open = {}   # run id -> (seed, issued_at)
 
     def issue(self, run_id, seed, issued_at):
+        """Open a ticket; a full pool drops its oldest unused one, so a child can always get a ticket."""
+        if len(self.open) >= MAX_OPEN_TICKETS:
+            del self.open[next(iter(self.open))]  # dicts keep the order tickets were issued in
         self.open[sys.intern(run_id)] = (seed, issued_at)
 
     def use(self, run_id):
@@ -1852,24 +1889,56 @@ DEFAULT_SETTINGS = {"verified_only": False, "new_names": True, "name_filter": Tr
 
 
 class Classroom:
-    """What the teacher decided: the settings, the rounds played so far, and the audit list."""
+    """What the teacher decided: the settings, the rounds played so far, and the audit list.
+
+    A new round's final board is kept as a still picture of the leaderboard
+    until it is written to rounds/<id>.json (``pending``): the record that
+    starts a round is one step, and the file follows it.
+    """
 
     def __init__(self):
         self.settings = copy_json(DEFAULT_SETTINGS)
         self.rounds = []      # archived rounds, oldest first: {"id", "title", "started_at", "ended_at", "players"}
         self.round = {"id": 1, "title": "", "started_at": None}   # the round being played
         self.audit = collections.deque(maxlen=AUDIT_KEPT)          # (at, action, target), newest first
+        self.pending = {}     # round id -> its final board, a BoardPicture or rows, until its file is written
+        self.new_names = collections.deque(maxlen=CLASS_NEW_NAMES[0])  # when the latest new players came
+        self.let_in_until = 0  # the teacher let new names in past the class rate until then
 
-    def archive(self, record):
-        """Close the current round as ``record`` says and open the next one."""
+    def archive(self, record, picture):
+        """Close the current round at ``record``'s time, its final board ``picture``, and open the next one."""
         self.rounds.append({"id": self.round["id"], "title": self.round["title"],
-                            "started_at": self.round["started_at"], "ended_at": record["at"],
-                            "players": record["players"]})
+                            "started_at": self.round["started_at"], "ended_at": record["at"], "players": None})
+        self.pending[self.round["id"]] = picture
         self.round = {"id": self.round["id"] + 1, "title": record["title"], "started_at": record["at"]}
 
+    def archived(self, round_id, rows):
+        """The final board of ``round_id`` is written: forget the picture, keep the count."""
+        self.pending.pop(round_id, None)
+        for summary in self.rounds:
+            if summary["id"] == round_id:
+                summary["players"] = len(rows)
+
+    def new_name_at(self, at):
+        self.new_names.append(at)
+
+    def new_names_wait(self, at):
+        """Seconds until another new player may join under the class rate (0: now)."""
+        window = CLASS_NEW_NAMES[1]
+        if at < self.let_in_until or len(self.new_names) < self.new_names.maxlen:
+            return 0
+        return max(0, self.new_names[0] + window - at)
+
     def snapshot_parts(self):
-        return {"classroom": {"settings": copy_json(self.settings), "rounds": copy_json(self.rounds),
-                              "round": dict(self.round), "audit": [list(item) for item in self.audit]}}
+        return {"settings": copy_json(self.settings), "rounds": copy_json(self.rounds), "round": dict(self.round),
+                "audit": [list(item) for item in self.audit], "pending": dict(self.pending),
+                "let_in_until": self.let_in_until}
+
+    @staticmethod
+    def snapshot_from_parts(parts):
+        """The classroom's part of the snapshot; boards not yet in their files go in it as rows."""
+        pending = {str(round_id): final_rows(board) for round_id, board in parts["pending"].items()}
+        return {"classroom": {**parts, "pending": pending}}
 
     def load_snapshot(self, data):
         classroom = data.get("classroom")
@@ -1877,46 +1946,16 @@ class Classroom:
             self.settings = {**DEFAULT_SETTINGS, **classroom["settings"]}
             self.rounds, self.round = classroom["rounds"], classroom["round"]
             self.audit.extend(tuple(item) for item in classroom["audit"])
+            self.pending = {int(round_id): rows for round_id, rows in classroom.get("pending", {}).items()}
+            self.let_in_until = classroom.get("let_in_until", 0)
 
 
-# Every teacher action is one "admin" record; these change the state for each.
-def admin_hide(state, record):
-    return state.leaderboard.set_hidden([record["key"]], record["hidden"])
-
-
-def admin_rename(state, record):
-    return state.leaderboard.rename(record["key"], record["name"])
-
-
-def admin_remove_score(state, record):
-    return state.leaderboard.remove_score(record["key"], record["score"])
-
-
-def admin_hide_device(state, record):
-    keys = state.leaderboard.keys_from_device(record["device"])
-    state.leaderboard.set_hidden(keys, True)
-    return len(keys)
-
-
-def admin_settings(state, record):
-    state.classroom.settings.update(record["settings"])
-    state.leaderboard._changed()  # verified-only changes what every board shows
-
-
-def admin_new_round(state, record):
-    state.classroom.archive(record)
-    state.leaderboard.clear()
-
-
-ADMIN_ACTIONS = {
-    "hide": admin_hide,
-    "show": admin_hide,
-    "rename": admin_rename,
-    "remove score": admin_remove_score,
-    "hide device": admin_hide_device,
-    "settings": admin_settings,
-    "new round": admin_new_round,
-}
+def final_rows(board):
+    """A round's final board as rows: from a still picture of the leaderboard, or rows already built."""
+    if isinstance(board, list):
+        return board
+    return [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
+            for row in board.player_rows()]
 
 
 # Names children should not give themselves (English), matched as whole words
@@ -2012,26 +2051,20 @@ class Accounts:
         else:
             moved.discard(game_id)
         if outcome is not None:
-            games = self.metrics.setdefault(user_id, {})
-            stats = dict(games.get(game_id) or new_stats())  # a new dict: snapshot copies stay still
+            games = self.metrics.get(user_id, {})
+            stats = dict(games.get(game_id) or new_stats())
             if outcome in ("win", "lose"):
                 stats[outcome] += 1
             stats["total"] += 1
-            games[game_id] = stats
+            self.metrics[user_id] = {**games, game_id: stats}  # replaced whole: pictures of it stay still
         return self.stats(user_id, game_id)
 
     def user_count(self):
         return len(self.users)
 
-    def players_by_game(self, game_ids):
-        """For each game, the users who finished one: public id, name, stats and win rate."""
-        rows = {game_id: [] for game_id in game_ids}
-        for user_id, games in self.metrics.items():
-            for game_id, stats in games.items():
-                if game_id in rows and stats["total"]:
-                    rows[game_id].append({"id": user_id, "user": self.users[user_id]["name"], **stats,
-                                          "rate": round(stats["win"] / stats["total"], 3)})
-        return rows
+    def metrics_picture(self):
+        """A still picture of every user's metrics and the users, for the standings; take it under the lock."""
+        return dict(self.metrics), self.users
 
     def has_user(self, user_id):
         return user_id in self.users
@@ -2096,6 +2129,268 @@ def new_stats():
     return {"win": 0, "lose": 0, "total": 0}
 
 
+def players_by_game(picture, game_ids):
+    """For each game, the users who finished one: public id, name, stats and win rate."""
+    metrics, users = picture
+    rows = {game_id: [] for game_id in game_ids}
+    for user_id, games in metrics.items():
+        for game_id, stats in games.items():
+            if game_id in rows and stats["total"]:
+                rows[game_id].append({"id": user_id, "user": users[user_id]["name"], **stats,
+                                      "rate": round(stats["win"] / stats["total"], 3)})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Records and the state: every change, how it is decided, how it is applied
+# ---------------------------------------------------------------------------
+#
+# Every change is one record, one line of the journal: {"op": <kind>, "seq":
+# <n>, <the kind's fields>}.  For each kind, RECORDS names its applier (which
+# replays it onto the State, at startup as at runtime) and what it touches
+# (a decision waits for queued records that touch the same, Storage.commit).
+# The decide_* functions make a record from the current state or refuse it
+# with the HTTPError the client gets; Storage.commit runs them under its
+# lock, in the step that queues the record.  They only look; the record's
+# applier makes the change.
+
+NEW_PLAYER = ("new player",)   # touched by every score that adds a player: the cap and the class rate
+
+
+def score_record(name, score, run=None, device=None, at=None, new=False):
+    """A score posted under a player's name: {"op": "score", "name", "score", "device", "at"}.
+
+    ``device`` (a salted hash of the address) and ``at`` are remembered for a
+    new player, for the teacher; ``new`` marks the score that adds the
+    player.  A verified score adds the id of its run ticket, whose replay is
+    in runs.jsonl.
+    """
+    record = {"op": "score", "name": name, "score": score, "device": device, "at": at}
+    if new:
+        record["new"] = True
+    if run is not None:
+        record["run"] = run
+    return record
+
+
+def decide_score(state, name, score, device, at, run=None):
+    """The score record for ``name``, or the refusal if the state does not let it post now."""
+    new = not state.leaderboard.has_player(name_key(name))
+    if new:
+        refuse_new_player(state, name, at)
+    if run is not None and state.tickets.lookup(run) is None:
+        raise ticket_used()
+    return score_record(name, score, run, device, at, new)
+
+
+def refuse_new_player(state, name, at):
+    """Refuse a name the board does not have yet, if the teacher's settings, the caps or the filter say no."""
+    settings = state.classroom.settings
+    if not settings["new_names"]:
+        raise HTTPError(HTTPStatus.FORBIDDEN, "the teacher has closed the board to new names for now: "
+                                              "play under the name you used before")
+    refuse_rude(state, name)
+    refuse_lookalike(state, name)
+    if state.leaderboard.player_count() >= MAX_PLAYERS:
+        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
+                                                        "ask the teacher to start a new data directory")
+    wait_s = state.classroom.new_names_wait(at)
+    if wait_s:
+        raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
+                        f"new names are arriving faster than a class types them (over {CLASS_NEW_NAMES[0]} "
+                        f"in {CLASS_NEW_NAMES[1]} s); the teacher's console can let them in. Try again in "
+                        f"{wait_s} s", headers=[("Retry-After", str(wait_s))])
+
+
+def refuse_rude(state, name):
+    """Refuse a name with a rude word in it, without repeating the word."""
+    settings = state.classroom.settings
+    if settings["name_filter"] and rude_word_in(name, settings["blocked_words"]):
+        raise bad_request("that name is not allowed on a class board: pick another one, or press "
+                          "'Pick a name for me'")
+
+
+def refuse_lookalike(state, name):
+    """Refuse a name that looks like another player's, so nobody can pose as a classmate."""
+    other = state.leaderboard.lookalike_of(name)
+    if other is not None:
+        raise HTTPError(HTTPStatus.CONFLICT, f"{name!r} looks like the existing player {other!r}; "
+                                             "pick another name")
+
+
+def ticket_used():
+    return HTTPError(HTTPStatus.CONFLICT, "this run ticket was already used: one ticket is one run. "
+                                          "Take a new one with POST /runs")
+
+
+def score_touches(record):
+    touches = [("name", skeleton(record["name"]))]
+    if record.get("new"):
+        touches.append(NEW_PLAYER)
+    if "run" in record:
+        touches.append(("ticket", record["run"]))
+    return touches
+
+
+def apply_score(state, record):
+    if "run" in record:
+        state.tickets.use(record["run"])
+    if record.get("new"):
+        state.classroom.new_name_at(record["at"])
+    state.leaderboard.add_score(record)
+    return bool(record.get("new"))  # whether the score added a player
+
+
+def ticket_record(run_id, seed, issued_at):
+    """A run ticket: the seed a run will be played from, and when it was handed out."""
+    return {"op": "ticket", "run": run_id, "seed": seed, "issued_at": issued_at}
+
+
+def apply_ticket(state, record):
+    state.tickets.issue(record["run"], record["seed"], record["issued_at"])
+
+
+def user_record(user_id, name, token_sha256, created_at, expires_at):
+    """A new game-API user; only the SHA-256 of the token is ever stored."""
+    return {"op": "user", "id": user_id, "name": name, "token_sha256": token_sha256,
+            "created_at": created_at, "expires_at": expires_at}
+
+
+def decide_user(state, name, token_sha256, created_at, expires_at):
+    """A new user with an id nobody has, or a 503 once the server holds MAX_USERS."""
+    if state.accounts.user_count() >= MAX_USERS:
+        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server has {MAX_USERS} users, its limit; "
+                                                        "ask the teacher to start a new data directory")
+    user_id = secrets.token_hex(PUBLIC_ID_BYTES)
+    while state.accounts.has_user(user_id):
+        user_id = secrets.token_hex(PUBLIC_ID_BYTES)
+    return user_record(user_id, name, token_sha256, created_at, expires_at)
+
+
+def apply_user(state, record):
+    return state.accounts.add_user(record)
+
+
+def game_record(user_id, game_id, game_state, outcome, moved=False):
+    """A game's new state after /start or /move, its outcome if one just ended, and whether moves were made.
+
+    ``moved`` marks a game in progress that /start would abandon, which
+    counts as a loss; a fresh game, unplayed, may be restarted freely.
+    """
+    return {"op": "game", "user": user_id, "game": game_id, "state": game_state, "outcome": outcome,
+            "moved": moved}
+
+
+def apply_game(state, record):
+    return state.accounts.set_game(record)
+
+
+def admin_record(action, target, at, **fields):
+    """A teacher's action: what was done, to whom (as the audit shows it), and when."""
+    return {"op": "admin", "action": action, "target": target, "at": at, **fields}
+
+
+def decide_admin(state, action, at, **fields):
+    """The teacher's action as a record, once its target exists; the audit's target is named here."""
+    check, _ = ADMIN_ACTIONS[action]
+    return admin_record(action, check(state, fields), at, **fields)
+
+
+def apply_admin(state, record):
+    _, apply = ADMIN_ACTIONS[record["action"]]
+    result = apply(state, record)
+    state.classroom.audit.appendleft((record["at"], record["action"], record["target"]))
+    return result
+
+
+# Each teacher action: a check that its target exists (returning how the
+# audit names it, or raising the 404 or 409), and its change to the state.
+
+def existing_player(state, fields):
+    key = fields["key"]
+    if not state.leaderboard.has_player(key):
+        raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {key!r}")
+    return state.leaderboard.display(key)
+
+
+def free_new_name(state, fields):
+    old = existing_player(state, fields)
+    new_key = name_key(fields["name"])
+    if new_key != fields["key"] and state.leaderboard.has_player(new_key):
+        raise HTTPError(HTTPStatus.CONFLICT, f"{fields['name']!r} is another player's name; pick a name nobody has")
+    other = state.leaderboard.lookalike_of(fields["name"])
+    if other is not None and name_key(other) != fields["key"]:
+        raise HTTPError(HTTPStatus.CONFLICT, f"{fields['name']!r} looks like the existing player {other!r}; "
+                                             "pick a name nobody has")
+    return f"{old} -> {fields['name']}"
+
+
+def kept_score(state, fields):
+    shown = existing_player(state, fields)
+    if fields["score"] not in (score for score, _ in state.leaderboard.kept_scores(fields["key"])):
+        raise HTTPError(HTTPStatus.NOT_FOUND, f"{shown} has no kept score of {fields['score']}")
+    return f"{shown}: {fields['score']}"
+
+
+def admin_hide(state, record):
+    return state.leaderboard.set_hidden([record["key"]], record["hidden"])
+
+
+def admin_rename(state, record):
+    return state.leaderboard.rename(record["key"], record["name"])
+
+
+def admin_remove_score(state, record):
+    return state.leaderboard.remove_score(record["key"], record["score"])
+
+
+def admin_hide_device(state, record):
+    keys = state.leaderboard.keys_from_device(record["device"])
+    state.leaderboard.set_hidden(keys, True)
+    return len(keys)
+
+
+def admin_settings(state, record):
+    state.classroom.settings.update(record["settings"])
+    state.leaderboard.changed()  # what every board shows may change with the settings
+
+
+def admin_new_round(state, record):
+    """Archive the board and start an empty one, in one record: every score lands in exactly one round."""
+    state.classroom.archive(record, state.leaderboard.final_picture())
+    state.leaderboard.clear()
+
+
+def admin_let_in(state, record):
+    state.classroom.let_in_until = record["at"] + LET_IN_S
+
+
+ADMIN_ACTIONS = {
+    "hide": (existing_player, admin_hide),
+    "show": (existing_player, admin_hide),
+    "rename": (free_new_name, admin_rename),
+    "remove score": (kept_score, admin_remove_score),
+    "hide device": (lambda state, fields: fields["device"], admin_hide_device),
+    "settings": (lambda state, fields: ", ".join(f"{field}={json.dumps(value)}"
+                                                 for field, value in fields["settings"].items()), admin_settings),
+    "new round": (lambda state, fields: fields["title"] or f"round {state.classroom.round['id'] + 1}",
+                  admin_new_round),
+    "let in": (lambda state, fields: "new names", admin_let_in),
+}
+
+# Every kind of record: the applier that replays it, and what it touches.
+# A teacher's action touches everything: it waits for every queued record,
+# and every decision waits for it.
+RECORDS = {
+    "score": (apply_score, score_touches),
+    "user": (apply_user, lambda record: (NEW_USER,)),
+    "game": (apply_game, lambda record: ()),          # one writer per game already: App's move locks
+    "ticket": (apply_ticket, lambda record: ()),      # decides nothing: a full pool drops its oldest
+    "admin": (apply_admin, lambda record: EVERYTHING),
+}
+NEW_USER = ("new user",)
+
+
 class State:
     """Everything the server remembers; changed only by applying journal records."""
 
@@ -2107,8 +2402,13 @@ class State:
 
     def apply(self, record):
         """Change the state by one journal record; return what its applier returns."""
-        _, applier = RECORDS[record["op"]]
-        return applier(self, record)
+        apply, _ = RECORDS[record["op"]]
+        return apply(self, record)
+
+    def touches(self, record):
+        """What in the state deciding on ``record`` depended on (EVERYTHING, or a list of items)."""
+        _, touches = RECORDS[record["op"]]
+        return touches(record)
 
     def prune(self, now):
         self.accounts.prune(now)
@@ -2123,7 +2423,7 @@ class State:
         """The snapshot's JSON object, built from the copy with no lock held."""
         board, accounts, tickets, classroom = parts
         return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets,
-                **classroom}
+                **Classroom.snapshot_from_parts(classroom)}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
@@ -2368,7 +2668,7 @@ BUILTIN_GAMES = (GuessTheNumber, TicTacToe, Nim)
 
 
 class ThreeMethodGame:
-    """A game written for the second design, adapted to our protocol.
+    """A game with start, move and status methods, adapted to our protocol.
 
     Such a game has ``start()`` returning the first state, ``move(m, state)``
     returning the state after the player's move, and ``status(state)``
@@ -3205,25 +3505,60 @@ class EventStream:
 
 
 # ---------------------------------------------------------------------------
-# The app: the routes' handlers
+# The app: what the routes share, and one class of routes per concern
 # ---------------------------------------------------------------------------
+
+def route(method, path, body_limit=MAX_BODY_BYTES):
+    """Make a method the handler of ``method`` on ``path``: a plain path, a tuple of them, or a regex.
+
+    A regex has named groups, passed to the handler as arguments.
+    ``body_limit`` is the largest body the route reads; a longer one is 413.
+    """
+    def mark(handler):
+        handler.routes = getattr(handler, "routes", ()) + ((method, path, body_limit),)
+        return handler
+    return mark
+
 
 def new_rng():
     return random.Random(secrets.randbits(64))
 
 
-class App:
-    """The routes' handlers, over the storage, the games and the live-update broadcaster."""
+class ActiveDevices:
+    """When each device last posted or took a ticket: how many are playing now."""
 
-    def __init__(self, data_dir, token_ttl=TOKEN_TTL_S, games=None, log=print, join_url=None, client_limits=True,
-                 verified_only=False, new_teacher_key=False):
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen = {}  # client -> monotonic time it was last seen, oldest first
+
+    def seen(self, client):
+        with self._lock:
+            self._seen.pop(client, None)
+            self._seen[client] = time.monotonic()
+            if len(self._seen) > MAX_ACTIVE_DEVICES:
+                del self._seen[next(iter(self._seen))]
+
+    def count(self):
+        cutoff = time.monotonic() - ACTIVE_S
+        with self._lock:
+            return sum(1 for stamp in self._seen.values() if stamp >= cutoff)
+
+
+class App:
+    """What every class of routes shares: the state and its storage, runs, limits, the clock, the log.
+
+    Route classes get this at their making and ask it; none holds state of
+    its own that another reads.
+    """
+
+    def __init__(self, data_dir, log=print, client_limits=True, verified_only=False, new_teacher_key=False,
+                 join_url=None):
         self.log = log
-        self.sim_config = read_sim_config()
-        self.always_verified_only = verified_only  # --verified-only: the teacher's switch cannot turn it off
-        self.clock = time.time  # when run tickets are issued and runs posted; tests may move it
-        self.token_ttl = token_ttl
-        self.games = games if games is not None else build_games()
         self.join_url = join_url
+        self.events_on = False  # a log line per meaningful event (make_server turns it on for the command line)
+        self.clock = time.time  # when run tickets are issued and runs posted; tests may move it
+        self.always_verified_only = verified_only  # --verified-only: the teacher's switch cannot turn it off
+        self.sim_config = read_sim_config()
         self.limits = ClientLimits(client_limits)
         self.broadcaster = Broadcaster(client_limits)
         self.state = State(on_change=self.broadcaster.changed)
@@ -3231,265 +3566,31 @@ class App:
         self.replays = Replays(data_dir, log)
         self.teacher_key, self.device_salt = load_teacher_secrets(data_dir, new_key=new_teacher_key)
         self.rounds_dir = os.path.join(data_dir, "rounds")
-        self._active = {}  # client -> monotonic time it last posted or took a ticket, oldest first
-        self.events_on = False  # a log line per meaningful event (make_server turns it on for the command line)
-        self.leaderboard = self.state.leaderboard
-        self.accounts = self.state.accounts
-        self.router = Router(self, ROUTES)
-        self.pages = {path: StaticPage(*file) for path, file in STATIC_FILES.items()}
-        self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
         self.listings = ListingCache()
-        self._in_flight = set()  # requests being answered; set.add and discard need no lock
+        self.active = ActiveDevices()
+        self.verifier = RunVerifier(self)
+        self._in_flight = set()  # requests being answered, so shutdown waits for them
+        self._in_flight_lock = threading.Lock()
         self.stopping = False
+        self.write_round_archives()
 
-    # -- dispatch ----------------------------------------------------------
+    # -- the state ---------------------------------------------------------
 
-    def handle(self, request):
-        """Answer one request: route it, run its handler, return a Response."""
-        handler, groups = self.router.match(request.method, request.path)
-        return handler(request, **groups)
+    def read(self):
+        """The lock to hold while reading the state: for a moment, never while building an answer."""
+        return self.storage.read()
 
-    def begin(self, key):
-        """Count a request as in flight from its headers on, so shutdown waits for its body too."""
-        # Join the set before looking at ``stopping``: close() sets ``stopping``
-        # before it waits for the set to empty, so no request slips between.
-        self._in_flight.add(key)
-        if self.stopping:
-            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment",
-                            close=True)
+    def commit(self, decide):
+        """Decide a change on the current state and make it durable (Storage.commit)."""
+        return self.storage.commit(decide)
 
-    def end(self, key):
-        self._in_flight.discard(key)
+    @property
+    def leaderboard(self):
+        return self.state.leaderboard
 
-    def close(self, drain_s=SHUTDOWN_DRAIN_S):
-        """Refuse new requests, let those in flight finish, then compact and release the data."""
-        self.stopping = True
-        self.broadcaster.close()
-        give_up = time.monotonic() + drain_s
-        while self._in_flight and time.monotonic() < give_up:
-            time.sleep(0.01)
-        outcome = self.storage.close()
-        self.replays.close()
-        return outcome
-
-    def _drop_unkept_runs(self):
-        """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
-        with self.storage.read():
-            kept = self.leaderboard.kept_runs()
-        self.replays.keep(kept)
-
-    # -- pages and health --------------------------------------------------
-
-    def health(self, request):
-        return HEALTH_RESPONSE
-
-    def static_file(self, request):
-        return self.pages[request.path].response()
-
-    def join(self, request):
-        """What the projector shows: the address children type, or scan."""
-        with self.storage.read():
-            current = dict(self.state.classroom.round)
-        return json_response({"url": self.join_url or f"http://{request.headers.get('Host', 'localhost')}/",
-                              "title": current["title"], "round": current["id"], "playing": self.playing_now()})
-
-    # -- leaderboard -------------------------------------------------------
-
-    def post_score(self, request, name):
-        name = clean_name(decode_path_segment(name))
-        fields = parse_json_object(request.body, '{"score": 120}')
-        score = parse_score_field(fields)
-        self.limits.take(SCORE_POSTS, request.client, "scores")
-        if "run" in fields:
-            return self.post_run(request, name, score, fields)
-        if self.verified_only:
-            raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
-                                                  "this server's page and your run is verified for you")
-        new = self.admit_player(request, name)
-        self.seen(request.client)
-        self.storage.commit(score_record(name, score, device=self.device_of(request.client), at=int(time.time())))
-        self.scored(name, score, new, request.client, verified=False)
-        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
-
-    def scored(self, name, score, new, client, verified):
-        if new:
-            self.event(f"new player {name!r} on device {self.device_of(client)}")
-        self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))
-
-    def admit_player(self, request, name):
-        """Let a name post: a known player always; a new one if the board has room and it impersonates nobody."""
-        with self.storage.read():
-            new = not self.leaderboard.has_player(name_key(name))
-            full = new and self.leaderboard.player_count() >= MAX_PLAYERS
-        if not new:
-            return False
-        settings = self.state.classroom.settings
-        if not settings["new_names"]:
-            raise HTTPError(HTTPStatus.FORBIDDEN, "the teacher has closed the board to new names for now: "
-                                                  "play under the name you used before")
-        self.refuse_rude(name)
-        self.refuse_lookalike(name)
-        self.limits.take(NEW_NAMES, request.client, "new names")
-        if full:
-            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
-                                                            "ask the teacher to start a new data directory")
-        return True
-
-    # -- verified runs -------------------------------------------------------
-
-    def new_run(self, request):
-        """A run ticket: the seed the next run is played from.  The page takes one as a run starts."""
-        self.limits.take(RUN_TICKETS, request.client, "run tickets")
-        with self.storage.read():
-            if self.state.tickets.count() >= MAX_OPEN_TICKETS:
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "too many runs are being played at once; "
-                                                                "try again in a minute")
-        self.seen(request.client)
-        run_id, seed = secrets.token_urlsafe(12), secrets.randbits(32)
-        self.storage.commit(ticket_record(run_id, seed, int(self.clock())))
-        return json_response({"run": run_id, "seed": seed}, HTTPStatus.CREATED)
-
-    def post_run(self, request, name, score, fields):
-        """Replay a posted run and keep its score only if the replay ends on exactly that score."""
-        run_id, width, inputs = self.parse_run(fields)
-        with self.storage.read():
-            ticket = self.state.tickets.lookup(run_id)
-        if ticket is None:
-            stored = self.replays.read(run_id)
-            if stored is None:
-                raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
-            if run_digest(stored["name"], stored["score"], stored["width"], stored["inputs"]) == run_digest(
-                    name, score, width, inputs):
-                return VERIFIED_RESPONSE  # the same run posted again, by a retry or a second tab
-            raise unprocessable("this run ticket was already used for another run")
-        seed, issued_at = ticket
-        new = self.admit_player(request, name)
-        now = self.clock()
-        played_ticks = self.replay_budget(now - issued_at)
-        try:
-            result = replay_run(self.sim_config, seed, width, inputs, played_ticks)
-        except ValueError as error:
-            raise unprocessable(f"the inputs are not a run: {error}") from None
-        if not result["crashed"]:
-            raise unprocessable(self.unfinished_run(now - issued_at, played_ticks))
-        if result["score"] != score:
-            raise unprocessable(f"the replay of these inputs scores {result['score']}, not {score}")
-        self.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
-                          "inputs": inputs, "at": int(now)})
-        try:
-            self.storage.commit(score_record(name, score, run=run_id, device=self.device_of(request.client),
-                                             at=int(now)))
-        finally:
-            self.replays.done(run_id)
-        self.scored(name, score, new, request.client, verified=True)
-        return VERIFIED_RESPONSE
-
-    def parse_run(self, fields):
-        run_id, width, inputs = fields.get("run"), fields.get("width"), fields.get("inputs")
-        if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID_CHARS:
-            raise bad_request('"run" must be the id of a run ticket from POST /runs')
-        world = self.sim_config["world"]
-        if isinstance(width, bool) or not isinstance(width, int) or not world["minWidth"] <= width <= world["width"]:
-            raise bad_request(f'"width" must be the game\'s width, {world["minWidth"]} to {world["width"]}')
-        if not isinstance(inputs, list):
-            raise bad_request('"inputs" must be a list of [tick, jump, duck] key changes')
-        if len(inputs) > MAX_RUN_INPUTS:
-            raise unprocessable(f"the run has {len(inputs)} key changes; at most {MAX_RUN_INPUTS} are taken")
-        return run_id, width, inputs
-
-    def replay_budget(self, elapsed_s):
-        """Ticks a run may have lasted: the wall time since its ticket, and never more than two hours."""
-        per_s = self.sim_config["ticksPerSecond"]
-        return max(0, min(MAX_RUN_MINUTES * 60 * per_s, math.floor((elapsed_s + RUN_SLACK_S) * per_s)))
-
-    def unfinished_run(self, elapsed_s, played_ticks):
-        if played_ticks >= MAX_RUN_MINUTES * 60 * self.sim_config["ticksPerSecond"]:
-            return f"the run lasts more than {MAX_RUN_MINUTES} minutes of play; longer runs are not taken"
-        return (f"the run had not ended {elapsed_s:.0f} s after its ticket was taken: a run cannot be "
-                "posted faster than it is played")
-
-    def get_run(self, request, run_id):
-        """A kept verified run, to watch: its seed, width and inputs replay to its score."""
-        run_id = decode_path_segment(run_id, "run id")
-        run = self.replays.read(run_id)
-        if run is not None:
-            with self.storage.read():
-                key = name_key(run["name"])
-                kept = not self.leaderboard.is_hidden(key) and any(
-                    kept_run == run_id for _, kept_run in self.leaderboard.kept_scores(key))
-        if run is None or not kept:
-            raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
-        return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at")}
-                             | {"verified": True})
-
-    def get_player(self, request, name):
-        """One player: their rank among children and their kept scores, each with whether it was verified."""
-        name = clean_name(decode_path_segment(name))
-        key = name_key(name)
-        with self.storage.read():
-            kept = [] if self.leaderboard.is_hidden(key) else self.leaderboard.kept_scores(key)
-            rank = self.leaderboard.rank_of_best(key)
-            shown = self.leaderboard.display(key)
-        if self.verified_only:
-            kept = [(score, run) for score, run in kept if run is not None]
-        if not kept:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
-        scores = []
-        for score, run in kept:
-            stored = run and self.replays.read(run)
-            scores.append({"score": score, "verified": run is not None, "run": run,
-                           "at": stored["at"] if stored else None})
-        return json_response({"name": shown, "rank": rank, "scores": scores})
-
-    def get_score(self, request, name):
-        name = clean_name(decode_path_segment(name))
-        with self.storage.read():
-            found = self.leaderboard.top_scores(name_key(name))
-            if self.leaderboard.is_hidden(name_key(name)):
-                found = None
-            if found is not None and self.verified_only:
-                kept = self.leaderboard.kept_scores(name_key(name))
-                found["scores"] = [score for score, run in kept if run is not None] or None
-        if found is None or found["scores"] is None:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
-        return json_response(found)
-
-    def check_name(self, request):
-        """Whether a name would be taken, and how it would be shown: the pages ask rather than guess."""
-        name = clean_name(request.query.get("name", ""))
-        with self.storage.read():
-            known = self.leaderboard.top_scores(name_key(name))
-        if known is None:
-            self.refuse_rude(name)
-            self.refuse_lookalike(name)
-        return json_response({"name": known["name"] if known else name})
-
-    def refuse_rude(self, name):
-        """Refuse a name with a rude word in it, without repeating the word."""
-        settings = self.state.classroom.settings
-        if settings["name_filter"] and rude_word_in(name, settings["blocked_words"]):
-            raise bad_request("that name is not allowed on a class board: pick another one, or press "
-                              "'Pick a name for me'")
-
-    def refuse_lookalike(self, name):
-        """Refuse a new name that looks like an existing player's, so nobody can pose as a classmate."""
-        with self.storage.read():
-            other = self.leaderboard.lookalike_of(name)
-        if other is not None:
-            raise bad_request(f"{name!r} looks like the existing player {other!r}; pick another name")
-
-    def list_scores(self, request):
-        offset, limit = parse_paging(request.query)
-        return self._listing(("scores", offset, limit), limit, lambda picture: picture.score_rows(offset))
-
-    def list_players(self, request):
-        offset, limit = parse_paging(request.query)
-        needle = request.query.get("q", "").strip()
-        if len(needle) > MAX_NAME_CHARS:
-            raise bad_request(f"q is {len(needle)} characters long; no name is longer than {MAX_NAME_CHARS}")
-        needle = name_key(needle)
-        return self._listing(("players", offset, limit, needle), limit,
-                             lambda picture: picture.player_rows(offset, needle))
+    @property
+    def accounts(self):
+        return self.state.accounts
 
     @property
     def verified_only(self):
@@ -3505,50 +3606,32 @@ class App:
             return self.leaderboard.shown_filter(), ()
         return self.leaderboard.shown_filter(verified_only=True), ("verified",)
 
-    def hidden_filter(self):
-        return self.leaderboard.shown_filter()
+    def write_round_archives(self):
+        """Write each new round's final board to rounds/<id>.json, once its record is applied."""
+        with self.read():
+            pending = dict(self.state.classroom.pending)
+            rounds = {summary["id"]: summary for summary in self.state.classroom.rounds}
+        for round_id, board in pending.items():
+            rows = final_rows(board)
+            summary = rounds[round_id]
+            archive = {"id": round_id, "title": summary["title"], "started_at": summary["started_at"],
+                       "ended_at": summary["ended_at"], "board": rows}
+            try:
+                os.makedirs(self.rounds_dir, exist_ok=True)
+                write_file_atomically(os.path.join(self.rounds_dir, f"{round_id}.json"), json.dumps(archive).encode())
+            except OSError as error:  # kept in memory and in the snapshot; tried again at the next round
+                self.log(f"could not write round {round_id}'s board ({error}); it stays in memory and the snapshot")
+                continue
+            with self.read():
+                self.state.classroom.archived(round_id, rows)
 
-    def _listing(self, key, limit, rows_of):
-        """A listing built from a still picture of the board, with no lock held while it is built."""
-        keep, shown_key = self.shown()
-        with self.storage.read():
-            picture = self.leaderboard.picture(keep)
-        cache_key = (picture.version, shown_key, key)
-        cached = self.listings.get(cache_key)
-        if cached is not None:
-            return cached
-        rows = itertools.islice(rows_of(picture), limit)
-        first = list(itertools.islice(rows, STREAM_ROWS))
-        if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
-            return self.listings.put(cache_key, json_response(first))
-        # A long listing is built in chunks; up to a quarter of the cache it is
-        # kept whole (a class asks for the same one until the board changes),
-        # beyond that the rest streams as it is built and is not kept.
-        chunks, built, size = json_chunks(first, rows), [], 0
-        for chunk in chunks:
-            built.append(chunk)
-            size += len(chunk)
-            if size > LISTING_CACHE_BYTES // 4:
-                return Response(HTTPStatus.OK, itertools.chain(built, chunks), headers=API_HEADERS)
-        return self.listings.put(cache_key, Response(HTTPStatus.OK, b"".join(built), headers=API_HEADERS))
+    def _drop_unkept_runs(self):
+        """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
+        with self.read():
+            picture = self.leaderboard.picture()
+        self.replays.keep(picture.kept_runs())
 
-    def events(self, request):
-        """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
-        if request.method == "HEAD":
-            return Response(HTTPStatus.OK, b"", "text/event-stream", API_HEADERS)
-        self.broadcaster.subscribe(request.client)
-        return Response(HTTPStatus.OK, EventStream(self.broadcaster, request.client), "text/event-stream",
-                        API_HEADERS)
-
-    # -- the teacher ---------------------------------------------------------
-
-    def teacher(self, request):
-        """Refuse a request without the teacher key: only the key's holder moderates and runs rounds."""
-        scheme, _, key = (request.headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.teacher_key.encode()):
-            raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
-                                                     "server printed when it started",
-                            headers=[("WWW-Authenticate", "Bearer")])
+    # -- devices and events --------------------------------------------------
 
     def event(self, text):
         """One line a teacher can read in the terminal: what happened, never a token or a key."""
@@ -3559,143 +3642,502 @@ class App:
         """A device's short, salted name: the same address gives the same name, and never the address."""
         return hashlib.sha256((self.device_salt + client).encode()).hexdigest()[:DEVICE_CHARS]
 
-    def seen(self, client):
-        """Count a device as playing now."""
-        self._active.pop(client, None)
-        self._active[client] = time.monotonic()
-        if len(self._active) > MAX_ACTIVE_DEVICES:
-            self._active.pop(next(iter(self._active)))
+    def scored(self, name, score, new, client, verified):
+        if new:
+            self.event(f"new player {name!r} on device {self.device_of(client)}")
+        self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))
 
-    def playing_now(self):
-        cutoff = time.monotonic() - ACTIVE_S
-        return sum(1 for stamp in list(self._active.values()) if stamp >= cutoff)
+    # -- requests in flight and shutdown --------------------------------------
 
-    def audit(self, action, target, **fields):
-        """Journal a teacher action, durable before the answer, and return what applying it returned."""
-        result = self.storage.commit(admin_record(action, target, int(time.time()), **fields))
-        self.event(f"teacher: {action} {target}")
+    def begin(self, key):
+        """Count a request as in flight from its headers on, so shutdown waits for its body too."""
+        # Join the set before looking at ``stopping``: close() sets ``stopping``
+        # before it waits for the set to empty, so no request slips between.
+        with self._in_flight_lock:
+            self._in_flight.add(key)
+        if self.stopping:
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down; try again in a moment",
+                            close=True)
+
+    def end(self, key):
+        with self._in_flight_lock:
+            self._in_flight.discard(key)
+
+    def close(self, drain_s=SHUTDOWN_DRAIN_S):
+        """Refuse new requests, let those in flight finish, then compact and release the data."""
+        self.stopping = True
+        self.broadcaster.close()
+        give_up = time.monotonic() + drain_s
+        while self._in_flight and time.monotonic() < give_up:
+            time.sleep(0.01)
+        outcome = self.storage.close()
+        self.replays.close()
+        return outcome
+
+
+class PageRoutes:
+    """The pages, the health check, the live-update stream and what the big screen shows."""
+
+    def __init__(self, app):
+        self.app = app
+        self.pages = {path: StaticPage(*file) for path, file in STATIC_FILES.items()}
+
+    @route("GET", "/health-check")
+    def health(self, request):
+        return HEALTH_RESPONSE
+
+    @route("GET", tuple(STATIC_FILES))
+    def static_file(self, request):
+        return self.pages[request.path].response()
+
+    @route("GET", "/join")
+    def join(self, request):
+        """What the projector shows: the address children type, or scan."""
+        with self.app.read():
+            current = dict(self.app.state.classroom.round)
+        return json_response({"url": self.app.join_url or f"http://{request.headers.get('Host', 'localhost')}/",
+                              "title": current["title"], "round": current["id"],
+                              "playing": self.app.active.count()})
+
+    @route("GET", "/events")
+    def events(self, request):
+        """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
+        if request.method == "HEAD":
+            return Response(HTTPStatus.OK, b"", "text/event-stream", API_HEADERS)
+        self.app.broadcaster.subscribe(request.client)
+        return Response(HTTPStatus.OK, EventStream(self.app.broadcaster, request.client), "text/event-stream",
+                        API_HEADERS)
+
+
+class BoardRoutes:
+    """Scores and players: posting, reading and listing them, and the names they go by."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @route("POST", r"/score/(?P<name>[^/]+)", body_limit=MAX_RUN_BYTES)
+    def post_score(self, request, name):
+        app = self.app
+        name = clean_name(decode_path_segment(name))
+        fields = parse_json_object(request.body, '{"score": 120}')
+        score = parse_score_field(fields)
+        app.limits.take(SCORE_POSTS, request.client, "scores")
+        if "run" in fields:
+            return app.verifier.post_run(request, name, score, fields)
+        if app.verified_only:
+            raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
+                                                  "this server's page and your run is verified for you")
+        self.take_new_name(request, name)
+        app.active.seen(request.client)
+        device, now = app.device_of(request.client), int(app.clock())
+        new = app.commit(lambda state: decide_score(state, name, score, device, now))
+        app.scored(name, score, new, request.client, verified=False)
+        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
+
+    def take_new_name(self, request, name):
+        """A quick look, before the writer decides: a name new to the board spends one of the device's new names."""
+        with self.app.read():
+            new = not self.app.leaderboard.has_player(name_key(name))
+        if new:
+            self.app.limits.take(NEW_NAMES, request.client, "new names")
+
+    @route("GET", r"/score/(?P<name>[^/]+)")
+    def get_score(self, request, name):
+        name = clean_name(decode_path_segment(name))
+        key = name_key(name)
+        with self.app.read():
+            found = None if self.app.leaderboard.is_hidden(key) else self.app.leaderboard.top_scores(key)
+            if found is not None and self.app.verified_only:
+                kept = self.app.leaderboard.kept_scores(key)
+                found["scores"] = [score for score, run in kept if run is not None] or None
+        if found is None or found["scores"] is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
+        return json_response(found)
+
+    @route("GET", r"/players/(?P<name>[^/]+)")
+    def get_player(self, request, name):
+        """One player: their rank among children and their kept scores, each with whether it was verified."""
+        app = self.app
+        name = clean_name(decode_path_segment(name))
+        key = name_key(name)
+        with app.read():
+            kept = [] if app.leaderboard.is_hidden(key) else app.leaderboard.kept_scores(key)
+            rank = app.leaderboard.rank_of_best(key)
+            shown = app.leaderboard.display(key)
+        if app.verified_only:
+            kept = [(score, run) for score, run in kept if run is not None]
+        if not kept:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {name!r} has posted a score yet")
+        scores = []
+        for score, run in kept:
+            stored = run and app.replays.read(run)
+            scores.append({"score": score, "verified": run is not None, "run": run,
+                           "at": stored["at"] if stored else None})
+        return json_response({"name": shown, "rank": rank, "scores": scores})
+
+    @route("GET", "/scores")
+    def list_scores(self, request):
+        offset, limit = parse_paging(request.query)
+        return self.listing(("scores", offset, limit), limit, lambda picture: picture.score_rows(offset))
+
+    @route("GET", "/players")
+    def list_players(self, request):
+        offset, limit = parse_paging(request.query)
+        needle = parse_needle(request.query)
+        return self.listing(("players", offset, limit, needle), limit,
+                            lambda picture: picture.player_rows(offset, needle))
+
+    def listing(self, key, limit, rows_of):
+        """A listing built from a still picture of the board, with no lock held while it is built."""
+        app = self.app
+        keep, shown_key = app.shown()
+        with app.read():
+            picture = app.leaderboard.picture(keep)
+        cache_key = (picture.version, shown_key, key)
+        cached = app.listings.get(cache_key)
+        if cached is not None:
+            return cached
+        rows = itertools.islice(rows_of(picture), limit)
+        first = list(itertools.islice(rows, STREAM_ROWS))
+        if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
+            return app.listings.put(cache_key, json_response(first))
+        # A long listing is built in chunks; up to a quarter of the cache it is
+        # kept whole (a class asks for the same one until the board changes),
+        # beyond that the rest streams as it is built and is not kept.
+        chunks, built, size = json_chunks(first, rows), [], 0
+        for chunk in chunks:
+            built.append(chunk)
+            size += len(chunk)
+            if size > LISTING_CACHE_BYTES // 4:
+                return Response(HTTPStatus.OK, itertools.chain(built, chunks), headers=API_HEADERS)
+        return app.listings.put(cache_key, Response(HTTPStatus.OK, b"".join(built), headers=API_HEADERS))
+
+    @route("GET", "/names/check")
+    def check_name(self, request):
+        """Whether a name would be taken, and how it would be shown: the pages ask rather than guess."""
+        name = clean_name(request.query.get("name", ""))
+        with self.app.read():
+            known = self.app.leaderboard.top_scores(name_key(name))
+            if known is None:
+                refuse_rude(self.app.state, name)
+                refuse_lookalike(self.app.state, name)
+        return json_response({"name": known["name"] if known else name})
+
+    @route("GET", "/names/suggest")
+    def suggest_name(self, request):
+        """A friendly adjective-and-animal name nobody has, that the filter lets through."""
+        rng = random.Random(secrets.randbits(32))
+        with self.app.read():
+            blocked = self.app.state.classroom.settings["blocked_words"]
+            for _ in range(50):
+                name = f"{rng.choice(NAME_ADJECTIVES)} {rng.choice(NAME_ANIMALS)}"
+                if (not self.app.leaderboard.has_player(name_key(name))
+                        and not self.app.leaderboard.lookalike_of(name) and not rude_word_in(name, blocked)):
+                    return json_response({"name": name})
+        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
+
+
+def parse_needle(query):
+    """The ?q= of a listing, as a name key; no longer than a name."""
+    needle = query.get("q", "").strip()
+    if len(needle) > MAX_NAME_CHARS:
+        raise bad_request(f"q is {len(needle)} characters long; no name is longer than {MAX_NAME_CHARS}")
+    return name_key(needle)
+
+
+class RunVerifier:
+    """Replays posted runs and keeps a score only if its replay ends on it.
+
+    The CPU a replay costs is bounded three ways: one ticket is replayed at
+    most REPLAYS_PER_TICKET times, and the same inputs never twice (the
+    verdict is remembered); no more replays run at once than there are
+    cores; and one device's replays wait for each other, so a device that
+    reposts long runs delays itself, not the class.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._cores = threading.BoundedSemaphore(REPLAYS_AT_ONCE)
+        self._lock = threading.Lock()
+        self._verdicts = collections.OrderedDict()  # (run id, digest) -> the refusal's sentence, newest last
+        self._replays = collections.Counter()        # run id -> replays done, while its ticket is open
+        self._waiting = {}                           # run id or device -> [lock, users]: one at a time each
+
+    def post_run(self, request, name, score, fields):
+        """Verify and keep one posted run; the answer is the same whenever the same run is posted again."""
+        app = self.app
+        run_id, width, inputs = self.parse_run(fields)
+        digest = run_digest(name, score, width, inputs)
+        with self._one_at_a_time(("run", run_id)):
+            with app.read():
+                ticket = app.state.tickets.lookup(run_id)
+            if ticket is None:
+                return self.used_ticket(run_id, digest)
+            self.refuse_known_verdict(run_id, digest)
+            self.take_new_name(request, name)
+            with self._one_at_a_time(("device", request.client)), self._cores:
+                now = app.clock()
+                refusal = self.replay(run_id, digest, ticket, width, inputs, score, now)
+            if refusal:
+                raise unprocessable(refusal)
+            return self.keep(request, name, score, run_id, ticket, width, inputs, now)
+
+    def take_new_name(self, request, name):
+        with self.app.read():
+            new = not self.app.leaderboard.has_player(name_key(name))
+        if new:
+            self.app.limits.take(NEW_NAMES, request.client, "new names")
+
+    def used_ticket(self, run_id, digest):
+        """The same run posted again is answered as the first time; another run on a used ticket is a 409."""
+        stored = self.app.replays.read(run_id)
+        if stored is None:
+            raise unprocessable("the run ticket is unknown or expired: take a new one with POST /runs")
+        if run_digest(stored["name"], stored["score"], stored["width"], stored["inputs"]) == digest:
+            return VERIFIED_RESPONSE  # a retry, or a second tab
+        raise ticket_used()
+
+    def refuse_known_verdict(self, run_id, digest):
+        with self._lock:
+            refusal = self._verdicts.get((run_id, digest))
+            replays = self._replays[run_id]
+        if refusal:
+            raise unprocessable(refusal)
+        if replays >= REPLAYS_PER_TICKET:
+            raise unprocessable(f"this ticket's run was replayed {replays} times already and never held up; "
+                                "take a new ticket with POST /runs and play again")
+
+    def replay(self, run_id, digest, ticket, width, inputs, score, now):
+        """Replay the run up to the time since its ticket; the refusal's sentence, or None if it holds up."""
+        seed, issued_at = ticket
+        played_ticks = self.replay_budget(now - issued_at)
+        with self._lock:
+            self._replays[run_id] += 1
+        try:
+            result = replay_run(self.app.sim_config, seed, width, inputs, played_ticks)
+        except ValueError as error:
+            refusal = f"the inputs are not a run: {error}"
+        else:
+            if not result["crashed"]:
+                # Not remembered: the same run posted later has had time to be played.
+                return self.unfinished_run(now - issued_at, played_ticks)
+            refusal = None if result["score"] == score else (
+                f"the replay of these inputs scores {result['score']}, not {score}")
+        if refusal:
+            with self._lock:
+                self._verdicts[(run_id, digest)] = refusal
+                while len(self._verdicts) > VERDICTS_KEPT:
+                    self._verdicts.popitem(last=False)
+        return refusal
+
+    def keep(self, request, name, score, run_id, ticket, width, inputs, now):
+        """Store the verified run, then its score; the writer still checks the ticket is open."""
+        app = self.app
+        seed, _ = ticket
+        app.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
+                         "inputs": inputs, "at": int(now)})
+        device = app.device_of(request.client)
+        try:
+            new = app.commit(lambda state: decide_score(state, name, score, device, int(now), run=run_id))
+        finally:
+            app.replays.done(run_id)
+        with self._lock:
+            self._replays.pop(run_id, None)
+        app.active.seen(request.client)
+        app.scored(name, score, new, request.client, verified=True)
+        return VERIFIED_RESPONSE
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, what):
+        """Hold ``what``'s lock: posts of one ticket, or replays of one device, wait for each other."""
+        with self._lock:
+            entry = self._waiting.setdefault(what, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._waiting[what]
+
+    def parse_run(self, fields):
+        run_id, width, inputs = fields.get("run"), fields.get("width"), fields.get("inputs")
+        if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID_CHARS:
+            raise bad_request('"run" must be the id of a run ticket from POST /runs')
+        world = self.app.sim_config["world"]
+        if isinstance(width, bool) or not isinstance(width, int) or not world["minWidth"] <= width <= world["width"]:
+            raise bad_request(f'"width" must be the game\'s width, {world["minWidth"]} to {world["width"]}')
+        if not isinstance(inputs, list):
+            raise bad_request('"inputs" must be a list of [tick, jump, duck] key changes')
+        if len(inputs) > MAX_RUN_INPUTS:
+            raise unprocessable(f"the run has {len(inputs)} key changes; at most {MAX_RUN_INPUTS} are taken")
+        return run_id, width, inputs
+
+    def replay_budget(self, elapsed_s):
+        """Ticks a run may have lasted: the wall time since its ticket, and never more than two hours."""
+        per_s = self.app.sim_config["ticksPerSecond"]
+        return max(0, min(MAX_RUN_MINUTES * 60 * per_s, math.floor((elapsed_s + RUN_SLACK_S) * per_s)))
+
+    def unfinished_run(self, elapsed_s, played_ticks):
+        if played_ticks >= MAX_RUN_MINUTES * 60 * self.app.sim_config["ticksPerSecond"]:
+            return f"the run lasts more than {MAX_RUN_MINUTES} minutes of play; longer runs are not taken"
+        return (f"the run had not ended {elapsed_s:.0f} s after its ticket was taken: a run cannot be "
+                "posted faster than it is played")
+
+
+class RunRoutes:
+    """Run tickets, and kept runs to watch."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @route("POST", "/runs")
+    def new_run(self, request):
+        """A run ticket: the seed the next run is played from.  The page takes one as a run starts."""
+        app = self.app
+        app.limits.take(RUN_TICKETS, request.client, "run tickets")
+        app.active.seen(request.client)
+        run_id, seed = secrets.token_urlsafe(12), secrets.randbits(32)
+        app.commit(ticket_record(run_id, seed, int(app.clock())))
+        return json_response({"run": run_id, "seed": seed}, HTTPStatus.CREATED)
+
+    @route("GET", r"/runs/(?P<run_id>[^/]+)")
+    def get_run(self, request, run_id):
+        """A kept verified run, to watch: its seed, width and inputs replay to its score."""
+        app = self.app
+        run_id = decode_path_segment(run_id, "run id")
+        run = app.replays.read(run_id)
+        if run is not None:
+            with app.read():
+                key = name_key(run["name"])
+                kept = not app.leaderboard.is_hidden(key) and any(
+                    kept_run == run_id for _, kept_run in app.leaderboard.kept_scores(key))
+        if run is None or not kept:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
+        return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at")}
+                             | {"verified": True})
+
+
+class TeacherRoutes:
+    """The teacher's console: players, settings, rounds and the audit; and the rounds everyone may read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def teacher(self, request):
+        """Refuse a request without the teacher key: only the key's holder moderates and runs rounds."""
+        scheme, _, key = (request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),
+                                                                  self.app.teacher_key.encode()):
+            raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
+                                                     "server printed when it started",
+                            headers=[("WWW-Authenticate", "Bearer")])
+
+    def act(self, action, **fields):
+        """Journal a teacher action, durable before the answer; return what applying it returned."""
+        now = int(time.time())
+        record = {}
+
+        def decide(state):
+            record.update(decide_admin(state, action, now, **fields))
+            return record
+        result = self.app.commit(decide)
+        self.app.event(f"teacher: {action} {record['target']}")
         return result
 
+    @route("GET", "/admin/players")
     def admin_players(self, request):
+        """The teacher's list: every player, hidden ones too, best first, built with no lock held."""
         self.teacher(request)
-        needle = name_key(request.query.get("q", "").strip()[:MAX_NAME_CHARS])
-        with self.storage.read():
-            return json_response(self.leaderboard.moderation_rows(needle))
+        offset, limit = parse_paging(request.query)
+        needle = parse_needle(request.query)
+        with self.app.read():
+            picture = self.app.leaderboard.picture()
+        rows = itertools.islice(picture.moderation_rows(needle), offset,
+                                offset + (ADMIN_PAGE if limit is None else min(limit, ADMIN_PAGE)))
+        return json_response(list(rows))
 
-    def admin_player_key(self, name):
-        key = name_key(clean_name(decode_path_segment(name)))
-        with self.storage.read():
-            if not self.leaderboard.has_player(key):
-                raise HTTPError(HTTPStatus.NOT_FOUND, f"no player called {decode_path_segment(name)!r}")
-        return key
+    def player_key(self, name):
+        return name_key(clean_name(decode_path_segment(name)))
 
+    @route("PATCH", r"/admin/players/(?P<name>[^/]+)")
     def admin_change_player(self, request, name):
         self.teacher(request)
-        key = self.admin_player_key(name)
+        key = self.player_key(name)
         fields = parse_json_object(request.body, '{"hidden": true} or {"name": "New name"}')
         if isinstance(fields.get("hidden"), bool):
-            self.audit("hide" if fields["hidden"] else "show", self.leaderboard.display(key), key=key,
-                       hidden=fields["hidden"])
+            self.act("hide" if fields["hidden"] else "show", key=key, hidden=fields["hidden"])
         elif isinstance(fields.get("name"), str):
-            new = clean_name(fields["name"])
-            with self.storage.read():
-                taken = self.leaderboard.has_player(name_key(new)) and name_key(new) != key
-            if taken:
-                raise HTTPError(HTTPStatus.CONFLICT, f"{new!r} is another player's name; pick a name nobody has")
-            key = self.audit("rename", f"{self.leaderboard.display(key)} -> {new}", key=key, name=new)
+            key = self.act("rename", key=key, name=clean_name(fields["name"]))
         else:
             raise bad_request('send {"hidden": true}, {"hidden": false} or {"name": "New name"}')
-        with self.storage.read():
-            return json_response(self.leaderboard.moderation_row(key))
+        return self.player_row(key)
 
+    def player_row(self, key):
+        with self.app.read():
+            picture = self.app.leaderboard.picture()
+        return json_response(picture.moderation_row(key))
+
+    @route("DELETE", r"/admin/players/(?P<name>[^/]+)/scores/(?P<score>[0-9]{1,8})")
     def admin_remove_score(self, request, name, score):
         self.teacher(request)
-        key = self.admin_player_key(name)
-        with self.storage.read():
-            kept = [kept_score for kept_score, _ in self.leaderboard.kept_scores(key)]
-        if int(score) not in kept:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"{self.leaderboard.display(key)} has no kept score of {score}")
-        self.audit("remove score", f"{self.leaderboard.display(key)}: {score}", key=key, score=int(score))
-        with self.storage.read():
-            return json_response(self.leaderboard.moderation_row(key))
+        key = self.player_key(name)
+        self.act("remove score", key=key, score=int(score))
+        return self.player_row(key)
 
+    @route("DELETE", r"/admin/devices/(?P<device>[0-9a-f]{1,16})")
     def admin_hide_device(self, request, device):
         self.teacher(request)
-        hidden = self.audit("hide device", device, device=device)
-        return json_response({"hidden": hidden})
+        return json_response({"hidden": self.act("hide device", device=device)})
 
+    @route("GET", "/admin/settings")
+    @route("PATCH", "/admin/settings")
     def admin_settings(self, request):
         self.teacher(request)
         if request.method == "PATCH":
-            changes = parse_json_object(request.body, '{"new_names": false}')
-            for field, value in changes.items():
-                wanted = list if field == "blocked_words" else bool
-                if field not in DEFAULT_SETTINGS or not isinstance(value, wanted):
-                    raise bad_request(f"settings are {', '.join(DEFAULT_SETTINGS)}; {field!r} is not one, "
-                                      "or has the wrong type")
-            if "blocked_words" in changes:
-                words = changes["blocked_words"]
-                if len(words) > MAX_BLOCKED_WORDS or not all(isinstance(w, str) and len(w) <= MAX_NAME_CHARS
-                                                             for w in words):
-                    raise bad_request(f"blocked_words is a list of at most {MAX_BLOCKED_WORDS} words of at most "
-                                      f"{MAX_NAME_CHARS} characters")
-            self.audit("settings", ", ".join(f"{field}={json.dumps(value)}" for field, value in changes.items()),
-                       settings=changes)
-        with self.storage.read():
-            return json_response(copy_json(self.state.classroom.settings))
+            self.act("settings", settings=parse_settings(request.body))
+        with self.app.read():
+            return json_response(copy_json(self.app.state.classroom.settings))
 
+    @route("POST", "/admin/rounds")
     def admin_new_round(self, request):
         self.teacher(request)
         fields = parse_json_object(request.body, '{"title": "Round 2"}')
         title = fields.get("title", "")
         if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
             raise bad_request(f'"title" must be text of at most {MAX_TITLE_CHARS} characters')
-        title = title.strip()
-        now = int(time.time())
-        with self.storage.read():
-            ended = dict(self.state.classroom.round)
-            picture = self.leaderboard.picture(self.hidden_filter())
-        board = [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
-                 for row in picture.player_rows()]
-        archive = {"id": ended["id"], "title": ended["title"], "started_at": ended["started_at"], "ended_at": now,
-                   "board": board}
-        os.makedirs(self.rounds_dir, exist_ok=True)
-        write_file_atomically(os.path.join(self.rounds_dir, f"{ended['id']}.json"), json.dumps(archive).encode())
-        self.audit("new round", title or f"round {ended['id'] + 1}", title=title, players=len(board))
-        with self.storage.read():
-            return json_response(self.state.classroom.rounds[-1], HTTPStatus.CREATED)
+        self.act("new round", title=title.strip())
+        self.app.write_round_archives()
+        with self.app.read():
+            return json_response(dict(self.app.state.classroom.rounds[-1]), HTTPStatus.CREATED)
 
+    @route("POST", "/admin/names/let-in")
+    def admin_let_in(self, request):
+        """Lift the class rate of new names for LET_IN_S: a bigger class than usual is arriving."""
+        self.teacher(request)
+        self.act("let in")
+        with self.app.read():
+            return json_response({"let_in_until": self.app.state.classroom.let_in_until})
+
+    @route("GET", "/admin/log")
     def admin_log(self, request):
         self.teacher(request)
-        with self.storage.read():
-            items = list(self.state.classroom.audit)
+        with self.app.read():
+            items = list(self.app.state.classroom.audit)
         return json_response([{"at": at, "action": action, "target": target} for at, action, target in items])
 
-    # -- rounds, names and standings for everyone ------------------------------
-
+    @route("GET", "/rounds")
     def list_rounds(self, request):
-        with self.storage.read():
-            return json_response(copy_json(self.state.classroom.rounds))
+        with self.app.read():
+            return json_response(copy_json(self.app.state.classroom.rounds))
 
-    def round_board(self, round_id):
-        if round_id == "current":
-            with self.storage.read():
-                current = dict(self.state.classroom.round)
-                picture = self.leaderboard.picture(self.shown()[0])
-            rows = [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
-                    for row in picture.player_rows()]
-            return {**current, "ended_at": None, "board": rows}
-        if not round_id.isdigit():
-            raise HTTPError(HTTPStatus.NOT_FOUND, "a round id is a number, or current")
-        try:
-            with open(os.path.join(self.rounds_dir, f"{int(round_id)}.json"), "rb") as file:
-                return json.loads(file.read())
-        except FileNotFoundError:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f"there is no archived round {round_id}") from None
-
+    @route("GET", r"/rounds/(?P<round_id>[0-9]{1,9}|current)")
     def get_round(self, request, round_id):
         return json_response(self.round_board(round_id))
 
+    @route("GET", r"/rounds/(?P<round_id>[0-9]{1,9}|current)\.csv")
     def round_csv(self, request, round_id):
         """A round's final board as CSV for a spreadsheet: rank, name, best, verified."""
         lines = io.StringIO()
@@ -3709,47 +4151,67 @@ class App:
         headers = API_HEADERS + (("Content-Disposition", f'attachment; filename="round-{round_id}.csv"'),)
         return Response(HTTPStatus.OK, lines.getvalue().encode(), "text/csv; charset=utf-8", headers)
 
-    def suggest_name(self, request):
-        """A friendly adjective-and-animal name nobody has, that the filter lets through."""
-        rng = random.Random(secrets.randbits(32))
-        with self.storage.read():
-            for _ in range(50):
-                name = f"{rng.choice(NAME_ADJECTIVES)} {rng.choice(NAME_ANIMALS)}"
-                blocked = self.state.classroom.settings["blocked_words"]
-                if (not self.leaderboard.has_player(name_key(name)) and not self.leaderboard.lookalike_of(name)
-                        and not rude_word_in(name, blocked)):
-                    return json_response({"name": name})
-        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
+    def round_board(self, round_id):
+        app = self.app
+        if round_id == "current":
+            with app.read():
+                current = dict(app.state.classroom.round)
+                picture = app.leaderboard.picture(app.shown()[0])
+            return {**current, "ended_at": None, "board": final_rows(picture)}
+        round_id = int(round_id)
+        with app.read():
+            pending = app.state.classroom.pending.get(round_id)
+            summary = next((dict(item) for item in app.state.classroom.rounds if item["id"] == round_id), None)
+        if pending is not None and summary is not None:  # its file is not written yet
+            return {**summary, "board": final_rows(pending)}
+        try:
+            with open(os.path.join(app.rounds_dir, f"{round_id}.json"), "rb") as file:
+                return json.loads(file.read())
+        except FileNotFoundError:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"there is no archived round {round_id}") from None
 
-    def standings(self, request):
-        """The game API's standings per game: users by wins, then win rate; public ids, never tokens."""
-        with self.storage.read():
-            rows = self.accounts.players_by_game(self.games)
-        games = []
-        for game_id, players in rows.items():
-            players.sort(key=lambda row: (-row["win"], -row["rate"], row["user"]))
-            games.append({"id": game_id, "name": self.games[game_id].name, "players": players[:STANDINGS_ROWS]})
-        return json_response({"games": games})
 
-    # -- game API ----------------------------------------------------------
+def parse_settings(body):
+    """A PATCH of the teacher's settings: only known settings, each of its type."""
+    changes = parse_json_object(body, '{"new_names": false}')
+    for field, value in changes.items():
+        wanted = list if field == "blocked_words" else bool
+        if field not in DEFAULT_SETTINGS or not isinstance(value, wanted):
+            raise bad_request(f"settings are {', '.join(DEFAULT_SETTINGS)}; {field!r} is not one, "
+                              "or has the wrong type")
+    words = changes.get("blocked_words", [])
+    if len(words) > MAX_BLOCKED_WORDS or not all(isinstance(w, str) and len(w) <= MAX_NAME_CHARS for w in words):
+        raise bad_request(f"blocked_words is a list of at most {MAX_BLOCKED_WORDS} words of at most "
+                          f"{MAX_NAME_CHARS} characters")
+    return changes
 
+
+class GameApiRoutes:
+    """The game API: users with tokens play turn-based games; their metrics and the standings."""
+
+    def __init__(self, app, games, token_ttl):
+        self.app = app
+        self.games = games
+        self.token_ttl = token_ttl
+        self._move_locks = [threading.Lock() for _ in range(MOVE_LOCK_STRIPES)]
+
+    @route("POST", r"/create/(?P<name>[^/]+)")
     def create_user(self, request, name):
         name = clean_name(decode_path_segment(name, "username"), "username")
-        self.limits.take(NEW_USERS, request.client, "new game-API users")
+        self.app.limits.take(NEW_USERS, request.client, "new game-API users")
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = int(time.time())
-        with self.storage.read():
-            if self.accounts.user_count() >= MAX_USERS:
-                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the server has {MAX_USERS} users, its limit; "
-                                                                "ask the teacher to start a new data directory")
-            user_id = secrets.token_hex(PUBLIC_ID_BYTES)
-            while self.accounts.has_user(user_id):
-                user_id = secrets.token_hex(PUBLIC_ID_BYTES)
         expires_at = now + self.token_ttl
-        self.storage.commit(user_record(user_id, name, token_digest(token), now, expires_at))
-        return json_response({"token": token, "user": name, "id": user_id, "expires_at": expires_at},
+        record = {}
+
+        def decide(state):
+            record.update(decide_user(state, name, token_digest(token), now, expires_at))
+            return record
+        self.app.commit(decide)
+        return json_response({"token": token, "user": name, "id": record["id"], "expires_at": expires_at},
                              HTTPStatus.CREATED)
 
+    @route("GET", "/games")
     def list_games(self, request):
         return json_response([{"id": game.id, "name": game.name, "description": game.description,
                                "moves": game.moves} for game in self.games.values()])
@@ -3769,9 +4231,9 @@ class App:
                               "token parameter); get a token with POST /create/<username>")
         if not isinstance(token, str):
             raise bad_request("the token must be a string")
-        with self.storage.read():
-            user_id = self.accounts.find(token)
-            expires_at = user_id and self.accounts.expires_at(user_id)
+        with self.app.read():
+            user_id = self.app.accounts.find(token)
+            expires_at = user_id and self.app.accounts.expires_at(user_id)
         if user_id is None:
             raise unauthorized("unknown token: get one with POST /create/<username>")
         if not allow_expired and time.time() >= expires_at:
@@ -3789,32 +4251,35 @@ class App:
         return game
 
     def _move_lock(self, user_id, game_id):
+        """The one writer of a user's game: /start and /move on it run one at a time."""
         return self._move_locks[hash((user_id, game_id)) % MOVE_LOCK_STRIPES]
 
     def _session(self, user_id, game):
-        with self.storage.read():
-            state = self.accounts.session(user_id, game.id)
-            stats = self.accounts.stats(user_id, game.id)
+        with self.app.read():
+            state = self.app.accounts.session(user_id, game.id)
+            stats = self.app.accounts.stats(user_id, game.id)
         if state is None:
             raise HTTPError(HTTPStatus.CONFLICT,
                             f"no {game.id} game in progress: POST /start with game_id={game.id} first")
         return copy_json(state), stats
 
+    @route("POST", "/start")
     def start_game(self, request):
         user_id = self.authenticate(request)
         game = self.find_game(request)
         with self._move_lock(user_id, game.id):
             state = self._run_game(game, "new_state", lambda: game.new_state(new_rng()))
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state)))
-            with self.storage.read():
-                abandoned = self.accounts.has_moved(user_id, game.id)
+            with self.app.read():
+                abandoned = self.app.accounts.has_moved(user_id, game.id)
             # Restarting a game with moves made counts as its loss, or a bot
             # could dodge every loss by starting again.
-            stats = self.storage.commit(game_record(user_id, game.id, state, "lose" if abandoned else None))
+            stats = self.app.commit(game_record(user_id, game.id, state, "lose" if abandoned else None))
         return json_response({"game_id": game.id, "state": shown, "stats": stats, "abandoned": abandoned})
 
+    @route("POST", "/move")
     def move(self, request):
-        self.limits.take(MOVES, request.client, "moves")
+        self.app.limits.take(MOVES, request.client, "moves")
         user_id = self.authenticate(request)
         game = self.find_game(request)
         move = request.params().get("move")
@@ -3831,7 +4296,7 @@ class App:
             shown = self._run_game(game, "view", lambda: game.view(copy_json(state), final=outcome is not None))
             following = state if outcome is None else self._run_game(game, "new_state",
                                                                      lambda: game.new_state(rng))
-            stats = self.storage.commit(game_record(user_id, game.id, following, outcome, moved=outcome is None))
+            stats = self.app.commit(game_record(user_id, game.id, following, outcome, moved=outcome is None))
         return json_response({"game_id": game.id, "state": shown, "outcome": outcome, "stats": stats})
 
     def _run_game(self, game, what, call):
@@ -3851,11 +4316,12 @@ class App:
         except IllegalMove as illegal:
             raise bad_request(f"illegal move: {illegal} (how to move: {game.moves})") from None
         except Exception:  # a plugin may fail in any way
-            self.log(f"game {game.id!r} failed in {what}():\n{traceback.format_exc()}")
+            self.app.log(f"game {game.id!r} failed in {what}():\n{traceback.format_exc()}")
             raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR,
                             f"the game {game.id!r} failed in {what}() (a bug in the game, now logged); "
                             "your game is unchanged") from None
 
+    @route("GET", "/status")
     def status(self, request):
         user_id = self.authenticate(request)
         game = self.find_game(request)
@@ -3863,86 +4329,82 @@ class App:
         shown = self._run_game(game, "view", lambda: game.view(state))
         return json_response({"game_id": game.id, "state": shown, "outcome": None, "stats": stats})
 
+    @route("GET", "/metrics")
     def metrics(self, request):
         user_id = self.authenticate(request, allow_expired=True)
-        with self.storage.read():
-            return json_response(self.accounts.user_metrics(user_id))
+        with self.app.read():
+            return json_response(self.app.accounts.user_metrics(user_id))
 
+    @route("GET", "/allmetrics")
     def all_metrics(self, request):
         offset, limit = parse_paging(request.query)
-        with self.storage.read():
-            user_ids = self.accounts.user_ids(offset, limit)
+        with self.app.read():
+            user_ids = self.app.accounts.user_ids(offset, limit)
 
         def rows():
             # A page of users at a time, so no writer waits on a long listing.
             for start in range(0, len(user_ids), METRICS_PAGE):
-                with self.storage.read():
-                    page = [self.accounts.user_metrics(user_id) for user_id in user_ids[start:start + METRICS_PAGE]]
+                with self.app.read():
+                    page = [self.app.accounts.user_metrics(user_id)
+                            for user_id in user_ids[start:start + METRICS_PAGE]]
                 yield from page
         if len(user_ids) <= STREAM_ROWS:
             return json_response(list(rows()))
         return Response(HTTPStatus.OK, json_chunks([], rows()), headers=API_HEADERS)
 
+    @route("GET", "/standings")
+    def standings(self, request):
+        """The game API's standings per game: users by wins, then win rate; public ids, never tokens."""
+        with self.app.read():
+            metrics = self.app.accounts.metrics_picture()
+        games = []
+        for game_id, players in players_by_game(metrics, self.games).items():
+            players.sort(key=lambda row: (-row["win"], -row["rate"], row["user"]))
+            games.append({"id": game_id, "name": self.games[game_id].name, "players": players[:STANDINGS_ROWS]})
+        return json_response({"games": games})
+
 
 # ---------------------------------------------------------------------------
-# The route table
+# Routing
 # ---------------------------------------------------------------------------
 
-# The whole API in one table: method, path (plain, or a regex with named
-# groups), and the name of the App method that answers.  HEAD is answered
-# wherever GET is.
-ROUTES = [
-    ("GET", "/health-check", "health"),
-    *(("GET", path, "static_file") for path in STATIC_FILES),
-    ("GET", "/join", "join"),
-    ("GET", "/scores", "list_scores"),
-    ("GET", "/players", "list_players"),
-    ("GET", "/names/check", "check_name"),
-    ("GET", "/events", "events"),
-    ("POST", "/runs", "new_run"),
-    ("GET", r"/runs/(?P<run_id>[^/]+)", "get_run"),
-    ("GET", r"/players/(?P<name>[^/]+)", "get_player"),
-    ("GET", r"/score/(?P<name>[^/]+)", "get_score"),
-    ("POST", r"/score/(?P<name>[^/]+)", "post_score"),
-    ("POST", r"/create/(?P<name>[^/]+)", "create_user"),
-    ("GET", "/games", "list_games"),
-    ("POST", "/start", "start_game"),
-    ("POST", "/move", "move"),
-    ("GET", "/status", "status"),
-    ("GET", "/metrics", "metrics"),
-    ("GET", "/allmetrics", "all_metrics"),
-    ("GET", "/standings", "standings"),
-    ("GET", "/names/suggest", "suggest_name"),
-    ("GET", "/rounds", "list_rounds"),
-    ("GET", r"/rounds/(?P<round_id>[0-9]+|current)\.csv", "round_csv"),
-    ("GET", r"/rounds/(?P<round_id>[0-9]+|current)", "get_round"),
-    ("GET", "/admin/players", "admin_players"),
-    ("PATCH", r"/admin/players/(?P<name>[^/]+)", "admin_change_player"),
-    ("DELETE", r"/admin/players/(?P<name>[^/]+)/scores/(?P<score>[0-9]{1,8})", "admin_remove_score"),
-    ("DELETE", r"/admin/devices/(?P<device>[0-9a-f]{1,16})", "admin_hide_device"),
-    ("GET", "/admin/settings", "admin_settings"),
-    ("PATCH", "/admin/settings", "admin_settings"),
-    ("POST", "/admin/rounds", "admin_new_round"),
-    ("GET", "/admin/log", "admin_log"),
-]
+class Route:
+    """One handler, and the largest body it reads."""
+
+    __slots__ = ("handler", "body_limit")
+
+    def __init__(self, handler, body_limit):
+        self.handler = handler
+        self.body_limit = body_limit
 
 
 class Router:
-    """Plain paths in a dict looked up first, then regexes; 405 with Allow, else 404."""
+    """Plain paths in a dict looked up first, then regexes; 405 with Allow, else 404.
 
-    def __init__(self, app, routes):
+    The routes are the ``@route`` marks on the methods of the route classes
+    it is given, bound to those objects.
+    """
+
+    def __init__(self, *owners):
         self.plain = {}
         self.patterns = []
-        by_pattern = {}
-        for method, pattern, handler_name in routes:
-            by_pattern.setdefault(pattern, {})[method] = getattr(app, handler_name)
-        for pattern, methods in by_pattern.items():
-            if "(?P<" in pattern:
-                self.patterns.append((re.compile(pattern), methods))
+        by_path = {}
+        for owner in owners:
+            for function in vars(type(owner)).values():
+                for method, paths, body_limit in getattr(function, "routes", ()):
+                    for path in paths if isinstance(paths, tuple) else (paths,):
+                        methods = by_path.setdefault(path, {})
+                        if method in methods:
+                            raise ValueError(f"two handlers for {method} {path}")
+                        methods[method] = Route(function.__get__(owner), body_limit)
+        for path, methods in by_path.items():
+            if "(?P<" in path:
+                self.patterns.append((re.compile(path), methods))
             else:
-                self.plain[pattern] = methods
+                self.plain[path] = methods
 
     def match(self, method, path):
+        """The Route for ``method`` on ``path`` and the path's named groups; 404 or 405 if there is none."""
         groups = {}
         methods = self.plain.get(path)
         if methods is None:
@@ -3953,13 +4415,13 @@ class Router:
                     break
             else:
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"there is nothing at {path[:80]}; the README lists the API")
-        handler = methods.get("GET" if method == "HEAD" else method)
-        if handler is None:
+        found = methods.get("GET" if method == "HEAD" else method)
+        if found is None:
             allowed = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
             raise HTTPError(HTTPStatus.METHOD_NOT_ALLOWED, f"{path[:80]} does not take {method}; use "
                                                            f"{' or '.join(allowed)}",
                             headers=[("Allow", ", ".join(allowed))])
-        return handler, groups
+        return found, groups
 
 
 # ---------------------------------------------------------------------------
@@ -4218,11 +4680,11 @@ class RequestHandler(BaseHTTPRequestHandler):
     def dispatch(self):
         app = self.server.app
         try:
-            self.answer(app)
+            self.answer(app, self.server.router)
         finally:
             app.end(self)  # only once the answer is written, so shutdown waits for it
 
-    def answer(self, app):
+    def answer(self, app, router):
         started = time.perf_counter()
         try:
             if time.monotonic() >= self.deadline:
@@ -4230,10 +4692,12 @@ class RequestHandler(BaseHTTPRequestHandler):
                 # looks complete but is not, so it must not be acted on.
                 raise HTTPError(HTTPStatus.REQUEST_TIMEOUT, PROTOCOL_ERRORS[HTTPStatus.REQUEST_TIMEOUT], close=True)
             app.begin(self)
-            body = self.read_body()
-            self.deadline = None
             path, _, query = self.path.partition("?")
-            response = app.handle(Request(self.command, path, query, self.headers, body, self.client_address[0]))
+            route, groups = self.route(router, path)
+            body = self.read_body(route.body_limit)
+            self.deadline = None
+            response = route.handler(Request(self.command, path, query, self.headers, body, self.client_address[0]),
+                                     **groups)
         except HTTPError as error:
             self.close_connection = self.close_connection or error.close
             response = error_response(error.status, error.message, error.headers)
@@ -4253,8 +4717,17 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = dispatch
 
-    def read_body(self):
-        """The request body, read in full after strict checks of its framing."""
+    def route(self, router, path):
+        """The route for this request; refused before its body is read, which then cannot be reused."""
+        try:
+            return router.match(self.command, path)
+        except HTTPError:
+            if "content-length" in self.headers or "transfer-encoding" in self.headers:
+                self.close_connection = True
+            raise
+
+    def read_body(self, limit):
+        """The request body, at most ``limit`` bytes, read in full after strict checks of its framing."""
         if "transfer-encoding" in self.headers:
             self.close_connection = True
             raise HTTPError(HTTPStatus.LENGTH_REQUIRED,
@@ -4266,7 +4739,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise bad_request("the Content-Length header must be one whole number of bytes")
         length = int(lengths[0])
-        limit = MAX_RUN_BYTES if self.command == "POST" and self.path.startswith("/score/") else MAX_BODY_BYTES
         if length > limit:
             self.close_connection = True  # the body stays unread, so the connection cannot be reused
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {length} bytes; the limit is {limit}")
@@ -4389,7 +4861,8 @@ class DinoServer(ThreadingHTTPServer):
         self.quiet = quiet
         self.client_limits = client_limits
         self.max_connections = connection_cap()
-        self.app = None
+        self.app = None      # what the routes share (App), set by make_server
+        self.router = None   # the routes (Router), set by make_server
         self._connections = 0
         self._by_client = collections.Counter()  # open connections per client address
         self._handlers = set()  # open connections, for the deadline watchdog
@@ -4523,8 +4996,10 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
                                "or pick another port with --port") from None
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
-        server.app = App(data_dir, token_ttl=token_ttl, games=games, log=log, join_url=join_url(server),
-                         client_limits=client_limits, verified_only=verified_only, new_teacher_key=new_teacher_key)
+        server.app = App(data_dir, log=log, client_limits=client_limits, verified_only=verified_only,
+                         new_teacher_key=new_teacher_key, join_url=join_url(server))
+        server.router = Router(PageRoutes(server.app), BoardRoutes(server.app), RunRoutes(server.app),
+                               TeacherRoutes(server.app), GameApiRoutes(server.app, games, token_ttl))
         server.app.events_on = events
     except BaseException:
         server.close()
@@ -4608,8 +5083,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.port is None:
         raw = os.environ.get("PORT", str(DEFAULT_PORT))
-        if not raw.isdigit():
-            parser.error(f"$PORT must be a port number, not {raw!r}")
+        if not re.fullmatch("[0-9]{1,5}", raw):
+            parser.error(f"$PORT must be a port number, not {raw[:20]!r}")
         args.port = int(raw)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be from 0 to 65535")
