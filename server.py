@@ -159,6 +159,8 @@ CLASS_NEW_NAMES = (60, 60)     # new players (count, seconds) the whole class ad
                                # addresses: a class of 30 types their names well within a minute, a script
                                # from many addresses cannot fill the board; the teacher can let more in
 LET_IN_S = 600                 # the teacher's "let them in" lifts that class rate for this long
+HELD_NAMES_SHOWN = 50          # names held back by the class rate that the console lists
+HELD_WINDOW_S = 300            # ... from the last five minutes
 ADMIN_PAGE = 500               # players in one answer of the teacher's list: a search finds the others
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
@@ -190,6 +192,10 @@ class HTTPError(Exception):
         self.message = message
         self.headers = list(headers)
         self.close = close
+
+
+class NamesHeld(HTTPError):
+    """New names come faster than the class rate: held back until the teacher lets them in."""
 
 
 def bad_request(message):
@@ -2196,7 +2202,7 @@ def refuse_new_player(state, name, at):
                                                         "ask the teacher to start a new data directory")
     wait_s = state.classroom.new_names_wait(at)
     if wait_s:
-        raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
+        raise NamesHeld(HTTPStatus.TOO_MANY_REQUESTS,
                         f"new names are arriving faster than a class types them (over {CLASS_NEW_NAMES[0]} "
                         f"in {CLASS_NEW_NAMES[1]} s); the teacher's console can let them in. Try again in "
                         f"{wait_s} s", headers=[("Retry-After", str(wait_s))])
@@ -3544,6 +3550,23 @@ class ActiveDevices:
             return sum(1 for stamp in self._seen.values() if stamp >= cutoff)
 
 
+class HeldNames:
+    """New names the class rate held back lately: the teacher's console says so, and can let them in."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._names = collections.deque(maxlen=HELD_NAMES_SHOWN)  # (time, name), newest last
+
+    def note(self, name):
+        with self._lock:
+            self._names.append((time.time(), name))
+
+    def lately(self, now):
+        """The names held in the last HELD_WINDOW_S, newest first."""
+        with self._lock:
+            return [name for at, name in reversed(self._names) if at > now - HELD_WINDOW_S]
+
+
 class App:
     """What every class of routes shares: the state and its storage, runs, limits, the clock, the log.
 
@@ -3569,6 +3592,7 @@ class App:
         self.listings = ListingCache()
         self.active = ActiveDevices()
         self.verifier = RunVerifier(self)
+        self.held = HeldNames()
         self._in_flight = set()  # requests being answered, so shutdown waits for them
         self._in_flight_lock = threading.Lock()
         self.stopping = False
@@ -3624,6 +3648,19 @@ class App:
                 continue
             with self.read():
                 self.state.classroom.archived(round_id, rows)
+
+    def look_at_name(self, request, name, at):
+        """A quick look before the writer decides: refuse a new name early, and spend a device's new name.
+
+        Only the writer's decision counts (decide_score); this spares a
+        replay and the journal a name that would be refused anyway.
+        """
+        with self.read():
+            new = not self.leaderboard.has_player(name_key(name))
+            if new:
+                refuse_new_player(self.state, name, at)
+        if new:
+            self.limits.take(NEW_NAMES, request.client, "new names")
 
     def _drop_unkept_runs(self):
         """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
@@ -3722,24 +3759,26 @@ class BoardRoutes:
         fields = parse_json_object(request.body, '{"score": 120}')
         score = parse_score_field(fields)
         app.limits.take(SCORE_POSTS, request.client, "scores")
+        try:
+            return self.post(request, name, score, fields)
+        except NamesHeld:
+            app.held.note(name)
+            raise
+
+    def post(self, request, name, score, fields):
+        """A plain post is kept as it is; a post with a run is kept once its replay holds up."""
+        app = self.app
         if "run" in fields:
             return app.verifier.post_run(request, name, score, fields)
         if app.verified_only:
             raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
                                                   "this server's page and your run is verified for you")
-        self.take_new_name(request, name)
-        app.active.seen(request.client)
         device, now = app.device_of(request.client), int(app.clock())
+        app.look_at_name(request, name, now)
+        app.active.seen(request.client)
         new = app.commit(lambda state: decide_score(state, name, score, device, now))
         app.scored(name, score, new, request.client, verified=False)
         return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
-
-    def take_new_name(self, request, name):
-        """A quick look, before the writer decides: a name new to the board spends one of the device's new names."""
-        with self.app.read():
-            new = not self.app.leaderboard.has_player(name_key(name))
-        if new:
-            self.app.limits.take(NEW_NAMES, request.client, "new names")
 
     @route("GET", r"/score/(?P<name>[^/]+)")
     def get_score(self, request, name):
@@ -3874,19 +3913,13 @@ class RunVerifier:
             if ticket is None:
                 return self.used_ticket(run_id, digest)
             self.refuse_known_verdict(run_id, digest)
-            self.take_new_name(request, name)
+            app.look_at_name(request, name, int(app.clock()))
             with self._one_at_a_time(("device", request.client)), self._cores:
                 now = app.clock()
                 refusal = self.replay(run_id, digest, ticket, width, inputs, score, now)
             if refusal:
                 raise unprocessable(refusal)
             return self.keep(request, name, score, run_id, ticket, width, inputs, now)
-
-    def take_new_name(self, request, name):
-        with self.app.read():
-            new = not self.app.leaderboard.has_player(name_key(name))
-        if new:
-            self.app.limits.take(NEW_NAMES, request.client, "new names")
 
     def used_ticket(self, run_id, digest):
         """The same run posted again is answered as the first time; another run on a used ticket is a 409."""
@@ -4120,6 +4153,16 @@ class TeacherRoutes:
         self.act("let in")
         with self.app.read():
             return json_response({"let_in_until": self.app.state.classroom.let_in_until})
+
+    @route("GET", "/admin/held")
+    def admin_held(self, request):
+        """New names the class rate held back in the last minutes, and until when they are let in."""
+        self.teacher(request)
+        now = time.time()
+        with self.app.read():
+            let_in_until = self.app.state.classroom.let_in_until
+        return json_response({"names": self.app.held.lately(now), "let_in_until": let_in_until,
+                              "rate": {"names": CLASS_NEW_NAMES[0], "seconds": CLASS_NEW_NAMES[1]}})
 
     @route("GET", "/admin/log")
     def admin_log(self, request):
