@@ -222,6 +222,14 @@ def post_score(server, name, score):
     assert (reply.status, reply.json()) == (200, {"status": "success"}), reply
 
 
+def count_unverified(server):
+    """Turn on the teacher's switch that puts plain posts (as from an older page) on the class board."""
+    key = json.loads((server.data_dir / "teacher.json").read_text(encoding="utf-8"))["key"]
+    reply = server.call("PATCH", "/admin/settings", {"count_unverified": True},
+                        headers={"Authorization": "Bearer " + key})
+    assert reply.status == 200 and reply.json()["count_unverified"] is True, reply
+
+
 def scores_of(server, name):
     status, body = http(server.url, "GET", "/score/" + urllib.parse.quote(name, safe=""))
     return body["scores"] if status == 200 else None
@@ -293,6 +301,13 @@ def server(tmp_path):
     dino = Proc(tmp_path, tmp_path / "data").wait_ready()
     yield dino
     dino.stop()
+
+
+@pytest.fixture
+def plain_posts_count(request):
+    """For tests that seed the board with plain posts: the server counts them, as for a class on an older page."""
+    if "server" in request.fixturenames:
+        count_unverified(request.getfixturevalue("server"))
 
 
 @pytest.fixture

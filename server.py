@@ -29,6 +29,7 @@ import base64
 import bisect
 import collections
 import contextlib
+import copy
 import csv
 import errno
 import hashlib
@@ -1334,6 +1335,15 @@ def run_of(entry):
     return entry[2] if len(entry) > 2 else None
 
 
+def best_entry(entries):
+    return entries[0] if entries else None
+
+
+def best_verified_entry(entries):
+    """A player's best entry whose run the server replayed, or None."""
+    return next((entry for entry in entries if len(entry) > 2), None)
+
+
 def above(score):
     """The rank before which every entry has a higher score than ``score``."""
     return (MAX_SCORE - score) << SEQ_BITS
@@ -1363,6 +1373,7 @@ class Leaderboard:
         self.scoreless = set()     # keys of players whose every score the teacher removed
         self.ranked = RankedList()  # every kept score
         self.bests = RankedList()   # each player's best score: the boards rank children, not scores
+        self.vbests = RankedList()  # each player's best verified score: what the class board ranks
         self.version = 0           # changes whenever a kept score changes
         self.on_change = on_change
 
@@ -1411,32 +1422,36 @@ class Leaderboard:
             entry += (sys.intern(record["run"]),)
         if not entries:
             self.scoreless.discard(key)
+        before = entries
         if len(entries) >= TOP_SCORES_KEPT:
             if entry > entries[-1]:
                 return False
             self.ranked.remove(entries[-1])
             entries = entries[:-1]
-        best = entries[0] if entries else None
         at = bisect.bisect_left(entries, entry)
         entries = self.players[key] = entries[:at] + (entry,) + entries[at:]
         self.ranked.add(entry)
-        if entries[0] != best:
-            if best is not None:
-                self.bests.remove(best)
-            self.bests.add(entry)
+        self._reindex(before, entries)
         self.changed()
         return True
 
+    def _reindex(self, before, after):
+        """Keep the indexes of bests and of verified bests in step as one player's entries change."""
+        for index, pick in ((self.bests, best_entry), (self.vbests, best_verified_entry)):
+            old, new = pick(before), pick(after)
+            if old != new:
+                if old is not None:
+                    index.remove(old)
+                if new is not None:
+                    index.add(new)
+
     def _take_out(self, entry):
-        """Remove one kept entry from the player's list and both rankings."""
+        """Remove one kept entry from the player's list and the rankings."""
         key = entry[1]
-        best = self.players[key][0]
-        entries = self.players[key] = tuple(kept for kept in self.players[key] if kept != entry)
+        before = self.players[key]
+        entries = self.players[key] = tuple(kept for kept in before if kept != entry)
         self.ranked.remove(entry)
-        if entry == best:
-            self.bests.remove(best)
-            if entries:
-                self.bests.add(entries[0])
+        self._reindex(before, entries)
         if not entries:
             self.scoreless.add(key)
 
@@ -1453,17 +1468,15 @@ class Leaderboard:
         """Give a player another name; their scores, runs and origin go with them."""
         entries = self.players.pop(key)
         self.names.pop(key, None)
-        for entry in list(entries):
+        for entry in entries:
             self.ranked.remove(entry)
-        if entries:
-            self.bests.remove(entries[0])
+        self._reindex(entries, ())
         new_key = self._new_player(name)
         moved = tuple((entry[0], new_key, *entry[2:]) for entry in entries)
         self.players[new_key] = moved
         for entry in moved:
             self.ranked.add(entry)
-        if moved:
-            self.bests.add(moved[0])
+        self._reindex((), moved)
         self.origins[new_key] = self.origins.pop(key, 0)
         for keys in (self.hidden, self.scoreless):
             if key in keys:
@@ -1485,13 +1498,6 @@ class Leaderboard:
     def is_hidden(self, key):
         return key in self.hidden
 
-    def shown_filter(self, verified_only=False):
-        """Which entries a listing may show: not a hidden player's, and only verified ones if asked; None for all."""
-        hidden = self.hidden
-        if verified_only:
-            return lambda entry: entry[1] not in hidden and len(entry) > 2
-        return (lambda entry: entry[1] not in hidden) if hidden else None
-
     def keys_from_device(self, device):
         return [key for key, origin in self.origins.items() if unpack_origin(origin)[0] == device]
 
@@ -1502,7 +1508,7 @@ class Leaderboard:
         board (a round's archive) keeps reading the old ones.
         """
         self.players, self.names, self.lookalikes, self.origins = {}, {}, {}, {}
-        self.ranked, self.bests, self.scoreless = RankedList(), RankedList(), set()
+        self.ranked, self.bests, self.vbests, self.scoreless = RankedList(), RankedList(), RankedList(), set()
         self.changed()
 
     def changed(self):
@@ -1519,21 +1525,17 @@ class Leaderboard:
         """A player's kept scores, best first, as (score, run id or None)."""
         return [(score_of(entry[0]), run_of(entry)) for entry in self.players.get(key, ())]
 
-    def rank_of_best(self, key):
-        """A player's rank among children by best score, ties sharing a rank; None without a score."""
-        entries = self.players.get(key)
-        if not entries:
+    def rank_of_best(self, key, verified=False):
+        """A player's rank among children by best (verified) score, ties sharing a rank; None without one."""
+        best = (best_verified_entry if verified else best_entry)(self.players.get(key, ()))
+        if best is None:
             return None
-        return self.bests.view().count_below((above(score_of(entries[0][0])),)) + 1
+        index = self.vbests if verified else self.bests
+        return index.view().count_below((above(score_of(best[0])),)) + 1
 
-    def picture(self, keep=None):
+    def picture(self, verified=False, hide=True):
         """A still picture for listings; take it under the storage lock, use it without."""
-        return BoardPicture(self, keep)
-
-    def final_picture(self):
-        """A still picture of the board as it stands, hidden players left out: a round's final board."""
-        hidden = frozenset(self.hidden)
-        return BoardPicture(self, (lambda entry: entry[1] not in hidden) if hidden else None)
+        return BoardPicture(self, verified, hide)
 
     def snapshot_parts(self):
         """A consistent copy for the snapshot, cheap enough to take while writes wait."""
@@ -1576,6 +1578,7 @@ class Leaderboard:
                 ranked.append(entry)
         self.ranked = RankedList(ranked)
         self.bests = RankedList(entries[0] for entries in self.players.values() if entries)
+        self.vbests = RankedList(filter(None, map(best_verified_entry, self.players.values())))
         self.scoreless = {key for key, entries in self.players.items() if not entries}
         self.hidden = set(data.get("hidden", ()))
         origins = data.get("origins", [])
@@ -1589,52 +1592,60 @@ class Leaderboard:
 class BoardPicture:
     """A still picture of the leaderboard that listings are built from, with no lock held.
 
-    ``keep``, when set, says which entries may be shown (verified only,
-    hidden players left out); listings then scan every kept score instead of
-    the index of bests.
+    ``verified`` ranks each child by their best verified run (a child with
+    none is left out); ``hide`` leaves out the players hidden when the
+    picture was taken.
     """
 
-    def __init__(self, board, keep=None):
+    def __init__(self, board, verified=False, hide=True):
         self.version = board.version
-        self.ranked, self.bests = board.ranked.view(), board.bests.view()
+        self.verified = verified
+        self.ranked, self.bests, self.vbests = board.ranked.view(), board.bests.view(), board.vbests.view()
         names = board.names  # replaced, never emptied, by a new round: the picture keeps the old
         self.display = lambda key: names.get(key, key)
-        self.keep = keep
+        self.hidden = frozenset(board.hidden) if hide else frozenset()
         # Read one key at a time with no lock held: their values are replaced
         # whole, never changed, and each lookup is one step.
-        self._players, self._origins, self._hidden, self._scoreless = (
+        self._players, self._origins, self._live_hidden, self._scoreless = (
             board.players, board.origins, board.hidden, board.scoreless)
 
+    def counting(self, verified):
+        """The same picture, ranking by verified runs or not."""
+        other = copy.copy(self)
+        other.verified = verified
+        return other
+
+    def shows(self, entry):
+        return entry[1] not in self.hidden and (not self.verified or len(entry) > 2)
+
     def score_rows(self, offset):
-        """The seed's /scores rows from ``offset`` on, best first."""
-        entries = self.ranked.iter_from(offset) if self.keep is None else itertools.islice(
-            filter(self.keep, self.ranked), offset, None)
+        """The /scores rows from ``offset`` on, best first."""
+        if not self.hidden and not self.verified:
+            entries = self.ranked.iter_from(offset)  # jump straight to the offset
+        else:
+            entries = itertools.islice(filter(self.shows, self.ranked), offset, None)
         for entry in entries:
             yield {"name": self.display(entry[1]), "score": score_of(entry[0])}
-
-    def best_entries(self):
-        """Each shown player's best entry, best first, with its place among them (from 0)."""
-        if self.keep is None:
-            return enumerate(self.bests)
-        seen = set()
-        return enumerate(entry for entry in self.ranked
-                         if entry[1] not in seen and self.keep(entry) and not seen.add(entry[1]))
 
     def player_rows(self, offset=0, needle=""):
         """/players rows from ``offset`` on: one per child, best first; tied bests share a rank.
 
         With a ``needle`` only names whose key contains it count, and ``offset``
-        skips matching rows; the rank is still among all children.
+        skips matching rows; the rank is still among all children shown.
         """
-        fast = self.keep is None and not needle  # jump straight to the offset in the index of bests
-        entries = enumerate(self.bests.iter_from(offset), start=offset) if fast else self.best_entries()
+        index = self.vbests if self.verified else self.bests
+        fast = not self.hidden and not needle  # jump straight to the offset in the index
+        if fast:
+            entries = enumerate(index.iter_from(offset), start=offset)
+        else:
+            entries = enumerate(entry for entry in index if entry[1] not in self.hidden)
         skip = 0 if fast else offset
         previous = rank = None
         for position, entry in entries:
             key, best = entry[1], score_of(entry[0])
             if best != previous:
-                rank = (position + 1 if previous is not None or position == 0
-                        else self.bests.count_below((above(best),)) + 1)
+                rank = (position + 1 if previous is not None or position == 0 or not fast
+                        else index.count_below((above(best),)) + 1)
                 previous = best
             if needle and needle not in key:
                 continue
@@ -1654,8 +1665,8 @@ class BoardPicture:
         entries = self._players.get(key, ())
         device, created_at = unpack_origin(self._origins.get(key, 0))
         return {"name": self.display(key), "best": score_of(entries[0][0]) if entries else None,
-                "scores": [score_of(entry[0]) for entry in entries], "hidden": key in self._hidden,
-                "device": device, "created_at": created_at}
+                "scores": [score_of(entry[0]) for entry in entries], "runs": [run_of(entry) for entry in entries],
+                "hidden": key in self._live_hidden, "device": device, "created_at": created_at}
 
     def kept_runs(self):
         """The run ids of every kept verified score."""
@@ -1891,7 +1902,8 @@ def run_digest(name, score, width, inputs):
 # The classroom: the teacher's settings, rounds and audit list
 # ---------------------------------------------------------------------------
 
-DEFAULT_SETTINGS = {"verified_only": False, "new_names": True, "name_filter": True, "blocked_words": []}
+DEFAULT_SETTINGS = {"verified_only": False, "count_unverified": False, "new_names": True, "name_filter": True,
+                    "blocked_words": []}
 
 
 class Classroom:
@@ -1956,10 +1968,15 @@ class Classroom:
             self.let_in_until = classroom.get("let_in_until", 0)
 
 
-def final_rows(board):
-    """A round's final board as rows: from a still picture of the leaderboard, or rows already built."""
+def final_rows(board, verified=None):
+    """A round's final board as rows: from a still picture of the leaderboard, or rows already built.
+
+    ``verified`` says whether the board ranked verified runs only; None keeps the picture's own way.
+    """
     if isinstance(board, list):
         return board
+    if verified is not None:
+        board = board.counting(verified)
     return [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
             for row in board.player_rows()]
 
@@ -2363,7 +2380,7 @@ def admin_settings(state, record):
 
 def admin_new_round(state, record):
     """Archive the board and start an empty one, in one record: every score lands in exactly one round."""
-    state.classroom.archive(record, state.leaderboard.final_picture())
+    state.classroom.archive(record, state.leaderboard.picture())
     state.leaderboard.clear()
 
 
@@ -3620,15 +3637,16 @@ class App:
     def verified_only(self):
         return self.always_verified_only or self.state.classroom.settings["verified_only"]
 
-    def shown(self):
-        """Which entries listings may show now, or None for all; and a key that changes with it.
+    @property
+    def board_verified(self):
+        """Whether the class boards rank verified runs only: yes, unless the teacher counts the others.
 
-        Hidden players are left out, and under verified-only every score the
-        server did not replay; nothing is deleted.
+        A game page that cannot verify runs (no rules block) counts them all.
+        Plain posts are kept and listed by /scores either way; nothing is deleted.
         """
-        if not self.verified_only:
-            return self.leaderboard.shown_filter(), ()
-        return self.leaderboard.shown_filter(verified_only=True), ("verified",)
+        if self.verified_only:
+            return True
+        return not (self.state.classroom.settings["count_unverified"] or self.sim_config is None)
 
     def write_round_archives(self):
         """Write each new round's final board to rounds/<id>.json, once its record is applied."""
@@ -3636,7 +3654,7 @@ class App:
             pending = dict(self.state.classroom.pending)
             rounds = {summary["id"]: summary for summary in self.state.classroom.rounds}
         for round_id, board in pending.items():
-            rows = final_rows(board)
+            rows = final_rows(board, self.board_verified)
             summary = rounds[round_id]
             archive = {"id": round_id, "title": summary["title"], "started_at": summary["started_at"],
                        "ended_at": summary["ended_at"], "board": rows}
@@ -3801,7 +3819,7 @@ class BoardRoutes:
         key = name_key(name)
         with app.read():
             kept = [] if app.leaderboard.is_hidden(key) else app.leaderboard.kept_scores(key)
-            rank = app.leaderboard.rank_of_best(key)
+            rank = app.leaderboard.rank_of_best(key, app.board_verified)
             shown = app.leaderboard.display(key)
         if app.verified_only:
             kept = [(score, run) for score, run in kept if run is not None]
@@ -3816,27 +3834,30 @@ class BoardRoutes:
 
     @route("GET", "/scores")
     def list_scores(self, request):
+        """Every kept score, best first: plain posts too, unless only verified runs count at all."""
         offset, limit = parse_paging(request.query)
-        return self.listing(("scores", offset, limit), limit, lambda picture: picture.score_rows(offset))
+        return self.listing(("scores", offset, limit), limit, self.app.verified_only,
+                            lambda picture: itertools.islice(picture.score_rows(offset), limit))
 
     @route("GET", "/players")
     def list_players(self, request):
+        """One row per child, best first, as the class boards rank them; ?ties=1 adds every row tied with the last."""
         offset, limit = parse_paging(request.query)
         needle = parse_needle(request.query)
-        return self.listing(("players", offset, limit, needle), limit,
-                            lambda picture: picture.player_rows(offset, needle))
+        ties = request.query.get("ties") == "1"
+        return self.listing(("players", offset, limit, needle, ties), limit, self.app.board_verified,
+                            lambda picture: with_ties(picture.player_rows(offset, needle), limit, ties))
 
-    def listing(self, key, limit, rows_of):
+    def listing(self, key, limit, verified, rows_of):
         """A listing built from a still picture of the board, with no lock held while it is built."""
         app = self.app
-        keep, shown_key = app.shown()
         with app.read():
-            picture = app.leaderboard.picture(keep)
-        cache_key = (picture.version, shown_key, key)
+            picture = app.leaderboard.picture(verified)
+        cache_key = (picture.version, verified, key)
         cached = app.listings.get(cache_key)
         if cached is not None:
             return cached
-        rows = itertools.islice(rows_of(picture), limit)
+        rows = rows_of(picture)
         first = list(itertools.islice(rows, STREAM_ROWS))
         if len(first) < STREAM_ROWS or limit == STREAM_ROWS:
             return app.listings.put(cache_key, json_response(first))
@@ -3874,6 +3895,19 @@ class BoardRoutes:
                         and not self.app.leaderboard.lookalike_of(name) and not rude_word_in(name, blocked)):
                     return json_response({"name": name})
         raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
+
+
+def with_ties(rows, limit, ties):
+    """The first ``limit`` rows, and with ``ties`` every further row that shares the last one's rank."""
+    if not ties or limit is None:
+        yield from itertools.islice(rows, limit)
+        return
+    last_rank = None
+    for count, row in enumerate(rows):
+        if count >= limit and row["rank"] != last_rank:
+            return
+        last_rank = row["rank"]
+        yield row
 
 
 def parse_needle(query):
@@ -4199,14 +4233,14 @@ class TeacherRoutes:
         if round_id == "current":
             with app.read():
                 current = dict(app.state.classroom.round)
-                picture = app.leaderboard.picture(app.shown()[0])
+                picture = app.leaderboard.picture(app.board_verified)
             return {**current, "ended_at": None, "board": final_rows(picture)}
         round_id = int(round_id)
         with app.read():
             pending = app.state.classroom.pending.get(round_id)
             summary = next((dict(item) for item in app.state.classroom.rounds if item["id"] == round_id), None)
         if pending is not None and summary is not None:  # its file is not written yet
-            return {**summary, "board": final_rows(pending)}
+            return {**summary, "board": final_rows(pending, app.board_verified)}
         try:
             with open(os.path.join(app.rounds_dir, f"{round_id}.json"), "rb") as file:
                 return json.loads(file.read())

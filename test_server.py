@@ -2781,6 +2781,7 @@ def test_two_games_with_one_id_in_one_file_stop_startup(tmp_path):
 # ==========================================================================
 
 def test_players_lists_each_child_once_ranked_among_children(live):
+    count_unverified(live)  # plain posts, as from an older page
     live.post_score("amy", 500)
     live.post_score("amy", 400)
     live.post_score("bob", 450)
@@ -2795,6 +2796,7 @@ def test_players_lists_each_child_once_ranked_among_children(live):
 
 
 def test_children_with_the_same_best_share_a_rank(unlimited):
+    count_unverified(unlimited)  # plain posts, as from an older page
     for name, score in (("ann", 34), ("ben", 50), ("cat", 34), ("dan", 34), ("eve", 12)):
         unlimited.post_score(name, score)
     rows = unlimited.get("/players").json()
@@ -2807,6 +2809,7 @@ def test_children_with_the_same_best_share_a_rank(unlimited):
 
 
 def test_players_filters_by_name_and_pages(live):
+    count_unverified(live)  # plain posts, as from an older page
     for name, score in (("Amy", 5), ("bob", 4), ("mary", 3), ("cy", 2)):
         live.post_score(name, score)
     assert [p["name"] for p in live.get("/players?q=AM").json()] == ["Amy"]
@@ -3366,6 +3369,22 @@ def test_verified_only_refuses_plain_posts_and_hides_unverified_scores(start, sr
     assert len(start(tmp_path / "data").board()) == 2  # hidden, not deleted
 
 
+def test_the_class_board_ranks_verified_runs_and_keeps_plain_posts_off_it(live, srvmod, sim_config):
+    assert live.post_score("Curl", 99_999).json() == {"status": "success"}  # accepted, as the first design says
+    assert live.get("/players").json() == []
+    assert live.get("/players/Curl").json()["rank"] is None
+    assert [(s["score"], s["verified"]) for s in live.get("/players/Curl").json()["scores"]] == [(99_999, False)]
+    assert live.get("/score/Curl").json()["scores"] == [99_999]
+    assert {"name": "Curl", "score": 99_999} in live.board()
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    assert live.post("/score/Honest", run).status == 200
+    assert [(row["name"], row["rank"]) for row in live.get("/players").json()] == [("Honest", 1)]
+    count_unverified(live)
+    assert [row["name"] for row in live.get("/players").json()] == ["Curl", "Honest"]
+
+
 def test_replays_of_scores_that_dropped_out_are_deleted_at_compaction(start, srvmod, sim_config, tmp_path,
                                                                        monkeypatch):
     live = start(tmp_path / "data", client_limits=False)
@@ -3399,6 +3418,12 @@ def admin(live, method, path, body=None):
     return live.call(method, path, body, headers=teacher_of(live))
 
 
+def count_unverified(live):
+    """The teacher's switch for a class on an older page: plain posts count on the board too."""
+    reply = admin(live, "PATCH", "/admin/settings", {"count_unverified": True})
+    assert reply.status == 200 and reply.json()["count_unverified"] is True, reply
+
+
 def test_teacher_key_is_made_once_kept_0600_and_printed_as_a_link(spawn, tmp_path):
     data = tmp_path / "data"
     proc = spawn(data)
@@ -3424,6 +3449,7 @@ def test_admin_calls_without_the_key_in_the_header_are_401(live, headers, query)
 
 
 def test_a_hidden_player_vanishes_everywhere_and_comes_back_when_shown(live):
+    count_unverified(live)  # plain posts, as from an older page
     live.post_score("Rude", 50)
     live.call("POST", name_path("Kind"), {"score": 40}, source="127.0.0.2")
     assert admin(live, "PATCH", "/admin/players/Rude", {"hidden": True}).json()["hidden"] is True
@@ -3454,6 +3480,7 @@ def test_teacher_removes_one_fake_score(live):
 
 
 def test_hiding_a_device_hides_every_name_it_made(live):
+    count_unverified(live)  # plain posts, as from an older page
     for name in ("alt1", "alt2"):
         live.call("POST", name_path(name), {"score": 5}, source="127.0.0.9")
     live.call("POST", name_path("honest"), {"score": 4}, source="127.0.0.10")
@@ -3496,6 +3523,7 @@ def test_suggested_names_are_friendly_and_accepted(live):
 
 
 def test_a_new_round_archives_the_board_and_starts_empty(live):
+    count_unverified(live)  # plain posts, as from an older page
     token = live.create("bot")
     live.ok("POST", "/start", token, game_id="random")
     live.post_score("Ann", 30)
@@ -3519,6 +3547,7 @@ def test_a_new_round_archives_the_board_and_starts_empty(live):
 
 
 def test_a_spreadsheet_never_takes_a_name_for_a_formula(live):
+    count_unverified(live)  # plain posts, as from an older page
     live.post_score("=1+1", 5)
     assert live.get("/rounds/current.csv").body.decode().splitlines()[1] == "1,'=1+1,5,no"
 

@@ -26,9 +26,11 @@ ZBARIMG = shutil.which("zbarimg")
 CAPACITY = {"M": [14, 26, 42, 62, 84, 106, 122, 152, 180, 213],
             "Q": [11, 20, 32, 46, 60, 74, 86, 108, 130, 151]}
 LAN_URL = "http://192.168.1.23:8080/"
+pytestmark = pytest.mark.usefixtures("plain_posts_count")  # the board is seeded with plain posts
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def decode_qr(png_path):
     """What a QR reader makes of the picture: zbarimg's text, or '' if it finds no code."""

@@ -19,6 +19,8 @@ import pytest
 from conftest import (CRASH_MS, HOSTILE_NAMES, LIVE_MS, PHONE, RETRY_MS, another_device, call, canvas_pixels,
                       eventually, expect, http, post_score, same_origin, scores_of, start_game, wait_for_crash)
 
+pytestmark = pytest.mark.usefixtures("plain_posts_count")  # most tests seed the board with plain posts
+
 
 def expect_on_leaderboard(page, name, score, timeout=LIVE_MS):
     row = page.locator("#leaderboard li").filter(has=page.locator("a", has_text=name))

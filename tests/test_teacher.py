@@ -17,7 +17,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from conftest import LIVE_MS, PHONE, eventually, expect, http, post_score, same_origin, scores_of
+from conftest import LIVE_MS, PHONE, count_unverified, eventually, expect, http, post_score, same_origin, scores_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SAVE_DOCS = os.environ.get("DINO_SCREENSHOTS") == "1"   # refresh docs/*.png; otherwise they go to a temp folder
@@ -83,6 +83,7 @@ def test_the_key_leaves_the_address_bar_and_the_console_shows_the_players(server
 
 
 def test_hiding_a_rude_name_takes_it_off_an_open_board_within_a_second_and_undo_brings_it_back(server, open_tab):
+    count_unverified(server)  # seeded with plain posts, as from an older page
     post_score(server, "Bea", 300)
     post_score(server, "Smelly Pants", 9000)
     board = open_tab("/board", **PROJECTOR).page
@@ -150,6 +151,7 @@ def test_locking_new_names_refuses_a_newcomer_but_not_a_player_already_on_the_bo
 
 
 def test_a_new_round_asks_first_then_the_last_rounds_csv_downloads_with_its_rows(server, open_tab):
+    count_unverified(server)  # seeded with plain posts, as from an older page
     for name, score in [("Bea", 600), ("Rutu", 533), ("Cy", 341)]:
         post_score(server, name, score)
     page = open_teacher(open_tab, server).page
@@ -177,6 +179,7 @@ def test_a_new_round_asks_first_then_the_last_rounds_csv_downloads_with_its_rows
 
 
 def test_hiding_a_device_hides_every_name_it_posted_and_undo_shows_them_again(server, open_tab):
+    count_unverified(server)  # seeded with plain posts, as from an older page
     for name in ["Spam One", "Spam Two"]:            # one device, two silly names
         assert server.call("POST", "/score/" + urllib.parse.quote(name), {"score": 5000},
                            source="127.0.3.9").status == 200
