@@ -163,6 +163,12 @@ LET_IN_S = 600                 # the teacher's "let them in" lifts that class ra
 HELD_NAMES_SHOWN = 50          # names held back by the class rate that the console lists
 HELD_WINDOW_S = 300            # ... from the last five minutes
 ADMIN_PAGE = 500               # players in one answer of the teacher's list: a search finds the others
+PLAYER_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")  # a page's own secret (Player-Key): 43 base64url characters
+SUGGESTION_HOLD_S = 300        # a suggested name waits this long for the device it was offered to: time to
+                               # read it, think, and finish the first game
+SUGGESTIONS = (10, 6)          # per device: a child pressing "Pick a name for me" until one pleases them
+MAX_SUGGESTIONS_HELD = 10_000  # names held for devices at once; the oldest gives way, as tickets do
+MAX_MOVE_ASKS = 1000           # devices that asked for a claimed name, listed for the teacher (newest kept)
 
 COMPACT_MIN_BYTES = 4 * 1024 * 1024   # compact once the journal is this big and bigger than the snapshot
 COMPACT_RETRY_S = 1            # a failed compaction is tried again after this, doubling each time ...
@@ -197,6 +203,10 @@ class HTTPError(Exception):
 
 class NamesHeld(HTTPError):
     """New names come faster than the class rate: held back until the teacher lets them in."""
+
+
+class NameClaimed(HTTPError):
+    """The name is another device's: the device may ask the teacher to move it."""
 
 
 def bad_request(message):
@@ -1968,6 +1978,82 @@ class Classroom:
             self.let_in_until = classroom.get("let_in_until", 0)
 
 
+# ---------------------------------------------------------------------------
+# Names claimed by devices: a child's name is theirs
+# ---------------------------------------------------------------------------
+#
+# A page makes a secret once, keeps it, and sends it as the Player-Key header.
+# The first post from a page under a name claims the name's skeleton for that
+# secret (only its salted hash, the owner, is stored): no other device can
+# then post under the name in any spelling that looks like it, across restarts
+# and new rounds, until the teacher moves or releases it.  A post with no key
+# (curl, a bot, an older page) still plays under a name nobody has claimed.
+
+class NameClaims:
+    """Skeleton -> who claimed it (owner), the claimant's spelling and when."""
+
+    def __init__(self):
+        self.claims = {}     # skeleton -> {"name", "owner", "at"}
+
+    def of(self, name):
+        return self.claims.get(skeleton(name))
+
+    def claim(self, name, owner, at):
+        self.claims.setdefault(skeleton(name), {"name": name, "owner": owner, "at": at})
+
+    def rename(self, old, new):
+        """The teacher renamed a player: their claim follows the new name."""
+        claim = self.claims.pop(skeleton(old), None)
+        if claim is not None:
+            self.claims[skeleton(new)] = {**claim, "name": new}
+
+    def release(self, name):
+        self.claims.pop(skeleton(name), None)
+
+    def move(self, name, owner):
+        self.claims[skeleton(name)]["owner"] = owner
+
+    def count(self):
+        return len(self.claims)
+
+    def picture(self):
+        """The claims as rows for the teacher, oldest first; a copy, to be listed without the lock."""
+        return sorted((dict(claim) for claim in self.claims.values()), key=lambda claim: claim["at"])
+
+    def snapshot_parts(self):
+        return {"claims": {shape: dict(claim) for shape, claim in self.claims.items()}}
+
+    def load_snapshot(self, data):
+        self.claims = data.get("claims", {})
+
+
+class Suggestions:
+    """Suggested names held for the device they were offered to, for SUGGESTION_HOLD_S.
+
+    Not a record: a hold is a courtesy that a restart may forget.  Guarded by
+    the storage lock (the suggest route holds it, and decide_score reads
+    under it), so an offer and a claim cannot cross.
+    """
+
+    def __init__(self):
+        self.held = collections.OrderedDict()   # skeleton -> (holder, until), oldest first
+
+    def hold(self, name, holder, at):
+        self.held.pop(skeleton(name), None)
+        self.held[skeleton(name)] = (holder, at + SUGGESTION_HOLD_S)
+        while len(self.held) > MAX_SUGGESTIONS_HELD:
+            self.held.popitem(last=False)
+
+    def held_for_another(self, name, holder, at):
+        found = self.held.get(skeleton(name))
+        return found is not None and found[0] != holder and at < found[1]
+
+
+def name_claimed(shown):
+    return NameClaimed(HTTPStatus.CONFLICT, f"{shown!r} is already someone's name on another device. Pick another, "
+                                          "or ask your teacher to move it to this device")
+
+
 def final_rows(board, verified=None):
     """A round's final board as rows: from a still picture of the leaderboard, or rows already built.
 
@@ -2180,30 +2266,48 @@ def players_by_game(picture, game_ids):
 NEW_PLAYER = ("new player",)   # touched by every score that adds a player: the cap and the class rate
 
 
-def score_record(name, score, run=None, device=None, at=None, new=False):
+def score_record(name, score, run=None, device=None, at=None, new=False, owner=None):
     """A score posted under a player's name: {"op": "score", "name", "score", "device", "at"}.
 
     ``device`` (a salted hash of the address) and ``at`` are remembered for a
     new player, for the teacher; ``new`` marks the score that adds the
     player.  A verified score adds the id of its run ticket, whose replay is
-    in runs.jsonl.
+    in runs.jsonl.  A post from a page with a Player-Key adds its ``owner``,
+    which claims the name if nobody has.
     """
     record = {"op": "score", "name": name, "score": score, "device": device, "at": at}
     if new:
         record["new"] = True
     if run is not None:
         record["run"] = run
+    if owner is not None:
+        record["owner"] = owner
     return record
 
 
-def decide_score(state, name, score, device, at, run=None):
-    """The score record for ``name``, or the refusal if the state does not let it post now."""
+def decide_score(state, name, score, device, at, run=None, owner=None):
+    """The score record for ``name``, or the refusal if the state does not let it post now.
+
+    A name claimed by another device is refused in any spelling; under one's
+    own claim the score goes to the claimant's spelling, and a returning
+    child (after a new round) is not a new name for the switches and rates.
+    """
+    claim = state.claims.of(name)
+    if claim is not None and claim["owner"] != owner:
+        raise name_claimed(claim["name"])
+    if claim is not None:
+        name = claim["name"]
+    elif state.suggested.held_for_another(name, owner or device, at):
+        raise HTTPError(HTTPStatus.CONFLICT, f"{name!r} was just offered to another device; pick another name, "
+                                             "or press 'Pick a name for me'")
     new = not state.leaderboard.has_player(name_key(name))
-    if new:
+    if new and claim is None:
         refuse_new_player(state, name, at)
+    elif new:
+        refuse_full(state)
     if run is not None and state.tickets.lookup(run) is None:
         raise ticket_used()
-    return score_record(name, score, run, device, at, new)
+    return score_record(name, score, run, device, at, new, owner)
 
 
 def refuse_new_player(state, name, at):
@@ -2214,15 +2318,19 @@ def refuse_new_player(state, name, at):
                                               "play under the name you used before")
     refuse_rude(state, name)
     refuse_lookalike(state, name)
-    if state.leaderboard.player_count() >= MAX_PLAYERS:
-        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
-                                                        "ask the teacher to start a new data directory")
+    refuse_full(state)
     wait_s = state.classroom.new_names_wait(at)
     if wait_s:
         raise NamesHeld(HTTPStatus.TOO_MANY_REQUESTS,
                         f"new names are arriving faster than a class types them (over {CLASS_NEW_NAMES[0]} "
                         f"in {CLASS_NEW_NAMES[1]} s); the teacher's console can let them in. Try again in "
                         f"{wait_s} s", headers=[("Retry-After", str(wait_s))])
+
+
+def refuse_full(state):
+    if state.leaderboard.player_count() >= MAX_PLAYERS:
+        raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"the leaderboard is full ({MAX_PLAYERS} players); "
+                                                        "ask the teacher to start a new data directory")
 
 
 def refuse_rude(state, name):
@@ -2260,6 +2368,8 @@ def apply_score(state, record):
         state.tickets.use(record["run"])
     if record.get("new"):
         state.classroom.new_name_at(record["at"])
+    if "owner" in record:
+        state.claims.claim(record["name"], record["owner"], record["at"])
     state.leaderboard.add_score(record)
     return bool(record.get("new"))  # whether the score added a player
 
@@ -2360,6 +2470,7 @@ def admin_hide(state, record):
 
 
 def admin_rename(state, record):
+    state.claims.rename(state.leaderboard.display(record["key"]), record["name"])
     return state.leaderboard.rename(record["key"], record["name"])
 
 
@@ -2384,6 +2495,21 @@ def admin_new_round(state, record):
     state.leaderboard.clear()
 
 
+def claimed_name(state, fields):
+    claim = state.claims.of(fields["name"])
+    if claim is None:
+        raise HTTPError(HTTPStatus.NOT_FOUND, f"{fields['name']!r} is not claimed by any device")
+    return claim["name"]
+
+
+def admin_release_name(state, record):
+    state.claims.release(record["name"])
+
+
+def admin_move_name(state, record):
+    state.claims.move(record["name"], record["owner"])
+
+
 def admin_let_in(state, record):
     state.classroom.let_in_until = record["at"] + LET_IN_S
 
@@ -2399,6 +2525,8 @@ ADMIN_ACTIONS = {
     "new round": (lambda state, fields: fields["title"] or f"round {state.classroom.round['id'] + 1}",
                   admin_new_round),
     "let in": (lambda state, fields: "new names", admin_let_in),
+    "release name": (claimed_name, admin_release_name),
+    "move name": (claimed_name, admin_move_name),
 }
 
 # Every kind of record: the applier that replays it, and what it touches.
@@ -2422,6 +2550,8 @@ class State:
         self.accounts = Accounts()
         self.tickets = RunTickets()
         self.classroom = Classroom()
+        self.claims = NameClaims()
+        self.suggested = Suggestions()
 
     def apply(self, record):
         """Change the state by one journal record; return what its applier returns."""
@@ -2440,19 +2570,20 @@ class State:
     def snapshot_parts(self):
         """A consistent copy of everything, taken by the writer while the state is still."""
         return (self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts(), self.tickets.snapshot_parts(),
-                self.classroom.snapshot_parts())
+                self.classroom.snapshot_parts(), self.claims.snapshot_parts())
 
     def snapshot_from_parts(self, parts):
         """The snapshot's JSON object, built from the copy with no lock held."""
-        board, accounts, tickets, classroom = parts
+        board, accounts, tickets, classroom, claims = parts
         return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets,
-                **Classroom.snapshot_from_parts(classroom)}
+                **Classroom.snapshot_from_parts(classroom), **claims}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
         self.accounts.load_snapshot(snapshot)
         self.tickets.load_snapshot(snapshot)
         self.classroom.load_snapshot(snapshot)
+        self.claims.load_snapshot(snapshot)
 
 
 # ---------------------------------------------------------------------------
@@ -3584,6 +3715,36 @@ class HeldNames:
             return [name for at, name in reversed(self._names) if at > now - HELD_WINDOW_S]
 
 
+class MoveAsks:
+    """Devices refused a claimed name lately: the teacher's console can move the name to one of them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._asks = collections.OrderedDict()   # (skeleton, owner) -> {"id", "name", "device", "at"}
+
+    def note(self, name, owner, device, at):
+        with self._lock:
+            self._asks.pop((skeleton(name), owner), None)
+            self._asks[(skeleton(name), owner)] = {"id": owner[:12], "name": name, "device": device, "at": at}
+            while len(self._asks) > MAX_MOVE_ASKS:
+                self._asks.popitem(last=False)
+
+    def of(self, name):
+        """The asks for ``name``'s claim, newest first, each with the asking owner."""
+        shape = skeleton(name)
+        with self._lock:
+            return [(owner, dict(ask)) for (asked, owner), ask in reversed(self._asks.items()) if asked == shape]
+
+    def owner_of(self, name, ask_id):
+        return next((owner for owner, ask in self.of(name) if ask["id"] == ask_id), None)
+
+    def forget(self, name):
+        shape = skeleton(name)
+        with self._lock:
+            for key in [key for key in self._asks if key[0] == shape]:
+                del self._asks[key]
+
+
 class App:
     """What every class of routes shares: the state and its storage, runs, limits, the clock, the log.
 
@@ -3610,6 +3771,7 @@ class App:
         self.active = ActiveDevices()
         self.verifier = RunVerifier(self)
         self.held = HeldNames()
+        self.asks = MoveAsks()
         self._in_flight = set()  # requests being answered, so shutdown waits for them
         self._in_flight_lock = threading.Lock()
         self.stopping = False
@@ -3667,18 +3829,40 @@ class App:
             with self.read():
                 self.state.classroom.archived(round_id, rows)
 
-    def look_at_name(self, request, name, at):
-        """A quick look before the writer decides: refuse a new name early, and spend a device's new name.
+    def spelling(self, name, owner):
+        """How ``name`` is shown: its claimant's spelling when the name is the owner's own."""
+        with self.read():
+            claim = self.state.claims.of(name)
+        return claim["name"] if claim is not None and claim["owner"] == owner else name
+
+    def owner_of(self, request):
+        """The salted hash of the request's Player-Key (the page's own secret), or None without one."""
+        key = request.headers.get("Player-Key")
+        if key is None:
+            return None
+        if not PLAYER_KEY.fullmatch(key):
+            raise bad_request("the Player-Key header must be 16 to 128 letters, digits, '-' or '_'")
+        return hashlib.sha256(f"{self.device_salt}:player:{key}".encode()).hexdigest()[:32]
+
+    def look_at_name(self, request, name, at, owner):
+        """A quick look before the writer decides: the name as it is shown, or the early refusal.
 
         Only the writer's decision counts (decide_score); this spares a
-        replay and the journal a name that would be refused anyway.
+        replay and the journal a name that would be refused anyway, and
+        spends a device's new name.
         """
         with self.read():
+            claim = self.state.claims.of(name)
+            if claim is not None and claim["owner"] != owner:
+                raise name_claimed(claim["name"])
+            if claim is not None:
+                return claim["name"]
             new = not self.leaderboard.has_player(name_key(name))
             if new:
                 refuse_new_player(self.state, name, at)
         if new:
             self.limits.take(NEW_NAMES, request.client, "new names")
+        return name
 
     def _drop_unkept_runs(self):
         """After a compaction: forget the replays of scores that dropped out of their player's top 5."""
@@ -3776,25 +3960,30 @@ class BoardRoutes:
         name = clean_name(decode_path_segment(name))
         fields = parse_json_object(request.body, '{"score": 120}')
         score = parse_score_field(fields)
+        owner = app.owner_of(request)
         app.limits.take(SCORE_POSTS, request.client, "scores")
         try:
-            return self.post(request, name, score, fields)
+            return self.post(request, app.spelling(name, owner), score, fields, owner)
         except NamesHeld:
             app.held.note(name)
             raise
+        except NameClaimed:
+            if owner is not None:
+                app.asks.note(name, owner, app.device_of(request.client), int(app.clock()))
+            raise
 
-    def post(self, request, name, score, fields):
+    def post(self, request, name, score, fields, owner):
         """A plain post is kept as it is; a post with a run is kept once its replay holds up."""
         app = self.app
         if "run" in fields:
-            return app.verifier.post_run(request, name, score, fields)
+            return app.verifier.post_run(request, name, score, fields, owner)
         if app.verified_only:
             raise HTTPError(HTTPStatus.FORBIDDEN, "only verified runs count on this board: play the game on "
                                                   "this server's page and your run is verified for you")
         device, now = app.device_of(request.client), int(app.clock())
-        app.look_at_name(request, name, now)
+        app.look_at_name(request, name, now, owner)
         app.active.seen(request.client)
-        new = app.commit(lambda state: decide_score(state, name, score, device, now))
+        new = app.commit(lambda state: decide_score(state, name, score, device, now, owner=owner))
         app.scored(name, score, new, request.client, verified=False)
         return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
 
@@ -3874,27 +4063,50 @@ class BoardRoutes:
 
     @route("GET", "/names/check")
     def check_name(self, request):
-        """Whether a name would be taken, and how it would be shown: the pages ask rather than guess."""
+        """Whether a name would be taken, how it would be shown, and whether it is this device's own.
+
+        The pages ask rather than guess; the answer is the writer's rules
+        on the state of the moment (a post may still be refused later).
+        """
+        app = self.app
         name = clean_name(request.query.get("name", ""))
-        with self.app.read():
-            known = self.app.leaderboard.top_scores(name_key(name))
+        owner, device = app.owner_of(request), app.device_of(request.client)
+        with app.read():
+            claim = app.state.claims.of(name)
+            if claim is not None and claim["owner"] != owner:
+                raise name_claimed(claim["name"])
+            if claim is not None:
+                return json_response({"name": claim["name"], "yours": True})
+            if app.state.suggested.held_for_another(name, owner or device, int(app.clock())):
+                raise HTTPError(HTTPStatus.CONFLICT, f"{name!r} was just offered to another device; "
+                                                     "pick another name")
+            known = app.leaderboard.top_scores(name_key(name))
             if known is None:
-                refuse_rude(self.app.state, name)
-                refuse_lookalike(self.app.state, name)
-        return json_response({"name": known["name"] if known else name})
+                refuse_rude(app.state, name)
+                refuse_lookalike(app.state, name)
+        return json_response({"name": known["name"] if known else name, "yours": False})
 
     @route("GET", "/names/suggest")
     def suggest_name(self, request):
-        """A friendly adjective-and-animal name nobody has, that the filter lets through."""
-        rng = random.Random(secrets.randbits(32))
-        with self.app.read():
-            blocked = self.app.state.classroom.settings["blocked_words"]
+        """A friendly adjective-and-animal name nobody has, held for this device for SUGGESTION_HOLD_S."""
+        app = self.app
+        holder = app.owner_of(request) or app.device_of(request.client)
+        app.limits.take(SUGGESTIONS, request.client, "suggested names")
+        rng, now = random.Random(secrets.randbits(32)), int(app.clock())
+        with app.read():
+            state = app.state
             for _ in range(50):
                 name = f"{rng.choice(NAME_ADJECTIVES)} {rng.choice(NAME_ANIMALS)}"
-                if (not self.app.leaderboard.has_player(name_key(name))
-                        and not self.app.leaderboard.lookalike_of(name) and not rude_word_in(name, blocked)):
+                if self.free_to_suggest(state, name, holder, now):
+                    state.suggested.hold(name, holder, now)
                     return json_response({"name": name})
         raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "every suggested name is taken; type one of your own")
+
+    @staticmethod
+    def free_to_suggest(state, name, holder, now):
+        return not (state.leaderboard.has_player(name_key(name)) or state.leaderboard.lookalike_of(name)
+                    or state.claims.of(name) or state.suggested.held_for_another(name, holder, now)
+                    or rude_word_in(name, state.classroom.settings["blocked_words"]))
 
 
 def with_ties(rows, limit, ties):
@@ -3936,7 +4148,7 @@ class RunVerifier:
         self._replays = collections.Counter()        # run id -> replays done, while its ticket is open
         self._waiting = {}                           # run id or device -> [lock, users]: one at a time each
 
-    def post_run(self, request, name, score, fields):
+    def post_run(self, request, name, score, fields, owner=None):
         """Verify and keep one posted run; the answer is the same whenever the same run is posted again."""
         app = self.app
         run_id, width, inputs = self.parse_run(fields)
@@ -3947,13 +4159,13 @@ class RunVerifier:
             if ticket is None:
                 return self.used_ticket(run_id, digest)
             self.refuse_known_verdict(run_id, digest)
-            app.look_at_name(request, name, int(app.clock()))
+            app.look_at_name(request, name, int(app.clock()), owner)
             with self._one_at_a_time(("device", request.client)), self._cores:
                 now = app.clock()
                 refusal = self.replay(run_id, digest, ticket, width, inputs, score, now)
             if refusal:
                 raise unprocessable(refusal)
-            return self.keep(request, name, score, run_id, ticket, width, inputs, now)
+            return self.keep(request, name, score, run_id, ticket, width, inputs, now, owner)
 
     def used_ticket(self, run_id, digest):
         """The same run posted again is answered as the first time; another run on a used ticket is a 409."""
@@ -3997,7 +4209,7 @@ class RunVerifier:
                     self._verdicts.popitem(last=False)
         return refusal
 
-    def keep(self, request, name, score, run_id, ticket, width, inputs, now):
+    def keep(self, request, name, score, run_id, ticket, width, inputs, now, owner):
         """Store the verified run, then its score; the writer still checks the ticket is open."""
         app = self.app
         seed, _ = ticket
@@ -4005,7 +4217,7 @@ class RunVerifier:
                          "inputs": inputs, "at": int(now)})
         device = app.device_of(request.client)
         try:
-            new = app.commit(lambda state: decide_score(state, name, score, device, int(now), run=run_id))
+            new = app.commit(lambda state: decide_score(state, name, score, device, int(now), run_id, owner))
         finally:
             app.replays.done(run_id)
         with self._lock:
@@ -4187,6 +4399,35 @@ class TeacherRoutes:
         self.act("let in")
         with self.app.read():
             return json_response({"let_in_until": self.app.state.classroom.let_in_until})
+
+    @route("GET", "/admin/claims")
+    def admin_claims(self, request):
+        """Names claimed by devices, oldest first, each with the devices that asked for it lately."""
+        self.teacher(request)
+        with self.app.read():
+            claims = self.app.state.claims.picture()
+        rows = [{"name": claim["name"], "at": claim["at"], "device": claim["owner"][:12],
+                 "asks": [ask for _, ask in self.app.asks.of(claim["name"])]} for claim in claims]
+        return json_response({"claims": rows})
+
+    @route("PATCH", r"/admin/claims/(?P<name>[^/]+)")
+    def admin_change_claim(self, request, name):
+        """Release a name ({"release": true}) or move it to a device that asked for it ({"move_to": id})."""
+        self.teacher(request)
+        name = clean_name(decode_path_segment(name))
+        fields = parse_json_object(request.body, '{"release": true} or {"move_to": "<id of an ask>"}')
+        if fields.get("release") is True:
+            self.act("release name", name=name)
+        elif isinstance(fields.get("move_to"), str):
+            owner = self.app.asks.owner_of(name, fields["move_to"])
+            if owner is None:
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"no device asked for {name!r} with id {fields['move_to']!r}; "
+                                                      "ask the child to post under the name once more")
+            self.act("move name", name=name, owner=owner)
+        else:
+            raise bad_request('send {"release": true} or {"move_to": "<id of an ask>"}')
+        self.app.asks.forget(name)
+        return json_response({"status": "success"})
 
     @route("GET", "/admin/held")
     def admin_held(self, request):

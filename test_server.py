@@ -577,7 +577,7 @@ def test_a_name_of_only_dots_gets_the_plain_refused_name_message(shared, name):
 
 def test_name_check_answers_the_spelling_that_will_be_shown(shared):
     reply = shared.get("/names/check?name=" + quote("  Mia "))
-    assert (reply.status, reply.json()) == (200, {"name": "Mia"})
+    assert (reply.status, reply.json()) == (200, {"name": "Mia", "yours": False})
 
 
 @pytest.mark.parametrize("segment", ["%FF", "%C3", "%C3%28", "%80abc", "%ED%A0%80", "%F8%88%80%80%80"],
