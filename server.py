@@ -4792,24 +4792,26 @@ def set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-SECRET_PARAMETERS = frozenset({"token", "user_token", "key"})
+SECRET_PARAMETERS = frozenset({"token", "user_token", "key", "code"})
+SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{32,}")   # a token, the teacher key or a code: 43 such characters;
+                                                   # names (32 characters at most) and run ids are shorter
 
 
 def redact_query(target):
-    """The request target for the log, with the value of every secret parameter hidden.
+    """The request target for the log, with every secret hidden, wherever the request put it.
 
-    Names are compared once percent-decoded, so %74oken= is hidden like token=.
+    A parameter named like a secret is hidden in any form (%74oken=, token%00=,
+    ;token=), and so is any run of characters long enough to be a token, in
+    the path (/metrics/<token>) as in a value.
     """
     path, sep, query = target.partition("?")
-    if not sep:
-        return target
     fields = []
-    for field in query.split("&"):
+    for field in re.split("([&;])", query):
         name, equals, _ = field.partition("=")
-        if equals and urllib.parse.unquote_plus(name).lower() in SECRET_PARAMETERS:
+        if equals and re.sub("[^a-z_]", "", urllib.parse.unquote_plus(name).lower()) in SECRET_PARAMETERS:
             field = name + "=[hidden]"
         fields.append(field)
-    return path + sep + "&".join(fields)
+    return SECRET_LIKE.sub("[hidden]", path + sep + "".join(fields))
 
 
 CONTENT_LENGTH = re.compile(f"[0-9]{{1,{MAX_LENGTH_DIGITS}}}")

@@ -2478,6 +2478,10 @@ def test_token_never_appears_in_allmetrics_log_or_data(spawn, tmp_path):
     proc.call("GET", f"/metrics?%74oken={token}")            # the name percent-encoded
     proc.call("GET", f"/status?game_id=random&user_%74oken={token}")
     proc.call("GET", f"/metrics?TOKEN={token}")
+    proc.call("GET", f"/metrics?token%00={token}")            # a NUL in the name
+    proc.call("GET", f"/metrics?game_id=random;token={token}")  # the old ; separator
+    proc.call("GET", f"/metrics/{token}")                      # in the path, where no route takes it
+    proc.call("GET", f"/teacher?code={token[:20]}")            # a short secret, by its parameter's name
     allmetrics = proc.call("GET", "/allmetrics").body.decode()
     assert token not in allmetrics and prefix not in allmetrics
     journal_text = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
@@ -2486,7 +2490,8 @@ def test_token_never_appears_in_allmetrics_log_or_data(spawn, tmp_path):
     proc.p.wait(5)
     log = proc.output()
     assert "/move" in log, "the access log should still log the request"
-    assert token not in log and prefix not in log
+    assert token not in log and prefix not in log and token[:20] not in log
+    assert log.count("[hidden]") == 10   # one for each request that carried it in its target
     for path in data.rglob("*"):
         if path.is_file():
             content = path.read_bytes()
