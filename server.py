@@ -2542,6 +2542,15 @@ RECORDS = {
 NEW_USER = ("new user",)
 
 
+def apply_first_start(state, record):
+    """The server's very first start begins the first round (its start was unknown before)."""
+    if state.classroom.round["started_at"] is None:
+        state.classroom.round["started_at"] = record["at"]
+
+
+RECORDS["first start"] = (apply_first_start, lambda record: EVERYTHING)
+
+
 class State:
     """Everything the server remembers; changed only by applying journal records."""
 
@@ -2970,17 +2979,27 @@ TWO_32 = 4294967296.0
 
 
 class ConfigError(ValueError):
-    """The CONFIG block of game/dino.html is missing or is not a plain literal."""
+    """The CONFIG block of game/dino.html is not a plain literal."""
+
+
+class NoRulesBlock(ConfigError):
+    """game/dino.html has no CONFIG block at all: a page that plays by rules the server cannot read."""
 
 
 # -- reading CONFIG out of the page
 
 def read_sim_config():
-    """The simulation's numbers, from the CONFIG block of game/dino.html: one source of truth."""
+    """The simulation's numbers, from the CONFIG block of game/dino.html: one source of truth.
+
+    None for a page with no such block (another game page, such as the first
+    design's): the server then serves it and keeps plain posts, unverified.
+    """
     path = os.path.join(GAME_DIR, "dino.html")
     try:
         with open(path, encoding="utf-8") as file:
             return load_sim_config(file.read())
+    except NoRulesBlock:
+        return None
     except (OSError, ValueError) as error:
         raise StartupError(f"cannot read the game's rules from {path}: {error}") from None
 
@@ -2990,7 +3009,7 @@ def load_sim_config(html_text):
     begin = html_text.find(CONFIG_BEGIN)
     end = html_text.find(CONFIG_END, begin)
     if begin < 0 or end < 0:
-        raise ConfigError(f"no {CONFIG_BEGIN!r} ... {CONFIG_END!r} block in the page")
+        raise NoRulesBlock(f"no {CONFIG_BEGIN!r} ... {CONFIG_END!r} block in the page")
     block = html_text[begin + len(CONFIG_BEGIN):end]
     tokens = js_tokens(block[block.find("{"):block.rfind("}") + 1])
     value, used = js_value(tokens, 0)
@@ -3776,6 +3795,8 @@ class App:
         self._in_flight_lock = threading.Lock()
         self.stopping = False
         self.write_round_archives()
+        if self.state.classroom.round["started_at"] is None:
+            self.commit(lambda state: {"op": "first start", "at": int(time.time())})
 
     # -- the state ---------------------------------------------------------
 
@@ -4151,6 +4172,7 @@ class RunVerifier:
     def post_run(self, request, name, score, fields, owner=None):
         """Verify and keep one posted run; the answer is the same whenever the same run is posted again."""
         app = self.app
+        refuse_without_rules(app)
         run_id, width, inputs = self.parse_run(fields)
         digest = run_digest(name, score, width, inputs)
         with self._one_at_a_time(("run", run_id)):
@@ -4266,6 +4288,12 @@ class RunVerifier:
                 "posted faster than it is played")
 
 
+def refuse_without_rules(app):
+    if app.sim_config is None:
+        raise HTTPError(HTTPStatus.CONFLICT, "this server's game page has no rules block, so runs cannot be "
+                                             "verified here: post plain scores ({\"score\": 120})")
+
+
 class RunRoutes:
     """Run tickets, and kept runs to watch."""
 
@@ -4276,6 +4304,7 @@ class RunRoutes:
     def new_run(self, request):
         """A run ticket: the seed the next run is played from.  The page takes one as a run starts."""
         app = self.app
+        refuse_without_rules(app)
         app.limits.take(RUN_TICKETS, request.client, "run tickets")
         app.active.seen(request.client)
         run_id, seed = secrets.token_urlsafe(12), secrets.randbits(32)
@@ -4467,7 +4496,8 @@ class TeacherRoutes:
                 name = "'" + name  # a spreadsheet must not take a child's name for a formula
             writer.writerow([row["rank"], name, row["best"], "yes" if row["verified"] else "no"])
         headers = API_HEADERS + (("Content-Disposition", f'attachment; filename="round-{round_id}.csv"'),)
-        return Response(HTTPStatus.OK, lines.getvalue().encode(), "text/csv; charset=utf-8", headers)
+        # utf-8-sig: the byte-order mark tells Excel the file is UTF-8, so "Chloé" stays "Chloé"
+        return Response(HTTPStatus.OK, lines.getvalue().encode("utf-8-sig"), "text/csv; charset=utf-8", headers)
 
     def round_board(self, round_id):
         app = self.app
@@ -4792,6 +4822,7 @@ def set_socket_timeouts(sock, seconds):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})   # reads: any page may make them
 SECRET_PARAMETERS = frozenset({"token", "user_token", "key", "code"})
 SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{32,}")   # a token, the teacher key or a code: 43 such characters;
                                                    # names (32 characters at most) and run ids are shorter
@@ -5014,6 +5045,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             app.begin(self)
             path, _, query = self.path.partition("?")
             route, groups = self.route(router, path)
+            self.refuse_other_origins()
             body = self.read_body(route.body_limit)
             self.deadline = None
             response = route.handler(Request(self.command, path, query, self.headers, body, self.client_address[0]),
@@ -5045,6 +5077,21 @@ class RequestHandler(BaseHTTPRequestHandler):
             if "content-length" in self.headers or "transfer-encoding" in self.headers:
                 self.close_connection = True
             raise
+
+    def refuse_other_origins(self):
+        """A browser's write from a page of another origin (a child's own laptop page) is a 403.
+
+        Browsers send Origin with every POST, PATCH and DELETE; curl and bots
+        send none and are let through, as before.
+        """
+        origin = self.headers.get("origin")
+        if self.command in SAFE_METHODS or origin is None:
+            return
+        if urllib.parse.urlsplit(origin).netloc.lower() != (self.headers.get("host") or "").lower():
+            if "content-length" in self.headers or "transfer-encoding" in self.headers:
+                self.close_connection = True   # the body stays unread
+            raise HTTPError(HTTPStatus.FORBIDDEN, "a page from another address cannot write to this server: "
+                                                  "open the game from this server's own address")
 
     def read_body(self, limit):
         """The request body, at most ``limit`` bytes, read in full after strict checks of its framing."""
@@ -5324,6 +5371,9 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
     except BaseException:
         server.close()
         raise
+    if server.app.sim_config is None:
+        notes.append("game/dino.html has no rules block ('// CONFIG begin'), so runs cannot be verified with "
+                     "this page: plain score posts are kept and count on the board")
     server.notes = notes
     return server
 

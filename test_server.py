@@ -1256,11 +1256,45 @@ def copy_data(src, tmp_path):
     return dst
 
 
+FIRST_DESIGN_PAGE = "<!doctype html><title>dino</title><canvas></canvas>"  # the first design's game/dino.html
+
+
+class OtherPage(Proc):
+    """server.py run from a copy of the project whose game/dino.html is another page."""
+
+    def __init__(self, workdir, page_html, *args):
+        self.root = Path(workdir) / "app"
+        shutil.copytree(SERVER_PY.parent / "game", self.root / "game")
+        shutil.copy2(SERVER_PY, self.root / "server.py")
+        (self.root / "game" / "dino.html").write_text(page_html, encoding="utf-8")
+        super().__init__(workdir, Path(workdir) / "data", *args, quiet=None)
+
+    def launch(self):
+        cmd = [sys.executable, str(self.root / "server.py"), "--host", "127.0.0.1", "--port", str(self.port),
+               "--data", str(self.data_dir), *self.args]
+        with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
+            self.p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                      cwd=self.workdir, env=subprocess_env())
+
+
+def test_a_game_page_without_rules_is_served_and_plain_posts_count(tmp_path):
+    proc = OtherPage(tmp_path, FIRST_DESIGN_PAGE).wait_ready()
+    try:
+        assert "runs cannot be verified with this page" in proc.stdout()
+        assert proc.call("GET", "/").body.decode() == FIRST_DESIGN_PAGE
+        assert proc.call("POST", "/score/Ann", {"score": 12}).json() == {"status": "success"}
+        assert [(row["name"], row["best"]) for row in proc.call("GET", "/players").json()] == [("Ann", 12)]
+        message = proc.call("POST", "/runs").json()["error"]
+        assert message.startswith("this server's game page has no rules block")
+    finally:
+        proc.stop()
+
+
 def test_kill_9_leaves_every_json_file_valid(killed_journal):
     files = sorted(path.name for path in killed_journal.glob("*.json*"))
     assert files == ["journal.jsonl", "runs.jsonl", "teacher.json"], files  # before its first compaction
-    for line in (killed_journal / "journal.jsonl").read_bytes().splitlines():
-        assert json.loads(line)["op"] == "score"
+    ops = [json.loads(line)["op"] for line in (killed_journal / "journal.jsonl").read_bytes().splitlines()]
+    assert ops[0] == "first start" and set(ops[1:]) == {"score"}
 
 
 # server.py with its snapshot write stuck halfway: the compaction thread writes half of
@@ -3195,8 +3229,12 @@ def test_writes_go_on_while_a_compaction_is_writing(compacting, srvmod, monkeypa
             release.wait(10)
         return real(path, data)
     monkeypatch.setattr(srvmod, "write_file_atomically", slow)
-    assert live.post_score("first", 1).status == 200
-    assert entered.wait(5)
+    for i in range(50):  # until the journal outgrows the snapshot of the first start
+        assert live.post_score(f"first{i}", 1).status == 200
+        if entered.wait(0.2):
+            break
+    assert entered.is_set()
+    posted = i + 1
     try:
         for i in range(20):  # the snapshot is stuck on its way to disk; writes and reads are not
             assert live.post_score(f"during{i}", i).status == 200
@@ -3204,7 +3242,7 @@ def test_writes_go_on_while_a_compaction_is_writing(compacting, srvmod, monkeypa
     finally:
         release.set()
     live.close()
-    assert len(start(live.data_dir).board()) == 21
+    assert len(start(live.data_dir).board()) == posted + 20
 
 
 def test_a_data_folder_removed_while_running_gets_503s_and_an_honest_goodbye(spawn, tmp_path):
@@ -3545,10 +3583,40 @@ def test_a_new_round_archives_the_board_and_starts_empty(live):
     assert [(row["rank"], row["name"], row["best"]) for row in board] == [(1, "Ann", 30), (1, "Ben", 30)]
     csv_reply = live.get("/rounds/1.csv")
     assert csv_reply.headers["Content-Type"].startswith("text/csv")
-    assert csv_reply.body.decode().splitlines() == ["rank,name,best,verified", "1,Ann,30,no", "1,Ben,30,no"]
+    assert csv_reply.body.startswith("\ufeff".encode())   # the byte-order mark: Excel reads it as UTF-8
+    assert csv_reply.body.decode("utf-8-sig").splitlines() == ["rank,name,best,verified", "1,Ann,30,no",
+                                                               "1,Ben,30,no"]
     assert live.ok("GET", "/metrics", token)["user"] == "bot"  # bots and their users stay
     live.post_score("Ann", 12)
     assert live.get("/rounds/current.csv").body.decode().splitlines()[1:] == ["1,Ann,12,no"]
+
+
+def test_a_page_of_another_origin_cannot_write_but_curl_and_our_pages_can(live):
+    other = {"Origin": "http://192.168.1.50:8000"}
+    message = assert_json_error(live.call("POST", "/score/Ann", {"score": 5}, headers=other), 403)
+    assert message.startswith("a page from another address cannot write to this server")
+    assert live.get("/score/Ann").status == 404
+    assert assert_json_error(live.call("POST", "/runs", headers={"Origin": "null"}), 403)
+    ours = {"Origin": f"http://127.0.0.1:{live.port}"}
+    assert live.call("POST", "/score/Ann", {"score": 6}, headers=ours).status == 200
+    assert live.call("POST", "/score/Ann", {"score": 7}).status == 200              # curl: no Origin
+    assert live.call("GET", "/score/Ann", headers=other).json()["scores"] == [7, 6]  # reads stay open
+
+
+def test_the_first_round_starts_when_the_server_first_starts(start, tmp_path):
+    before = int(time.time())
+    live = start(tmp_path / "data")
+    started = live.get("/rounds/current").json()["started_at"]
+    assert before <= started <= int(time.time()) + 1
+    live.close()
+    assert start(tmp_path / "data").get("/rounds/current").json()["started_at"] == started  # not moved by a restart
+
+
+def test_the_csv_keeps_accents_for_a_spreadsheet(live):
+    count_unverified(live)
+    live.post_score("Chloé", 7)
+    body = live.get("/rounds/current.csv").body
+    assert body[:3] == b"\xef\xbb\xbf" and "1,Chloé,7,no".encode() in body
 
 
 def test_a_spreadsheet_never_takes_a_name_for_a_formula(live):
