@@ -163,6 +163,11 @@ LET_IN_S = 600                 # the teacher's "let them in" lifts that class ra
 HELD_NAMES_SHOWN = 50          # names held back by the class rate that the console lists
 HELD_WINDOW_S = 300            # ... from the last five minutes
 ADMIN_PAGE = 500               # players in one answer of the teacher's list: a search finds the others
+TEACHER_LINK_S = 24 * 3600     # the link printed at start works once, within a day: a photo of it later is useless
+PHONE_CODE_S = 300             # "Open on my phone": the QR code works once, within five minutes
+MAX_TEACHER_CODES = 20         # one-time codes waiting to be used; the oldest gives way
+MAX_TEACHER_SESSIONS = 50      # consoles signed in at once (a laptop, a phone, a tablet per lesson); oldest out
+TEACHER_CODE_TRIES = (10, 6)   # per address: a code is typed or scanned once; guessing is bounded too
 PLAYER_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")  # a page's own secret (Player-Key): 43 base64url characters
 SUGGESTION_HOLD_S = 300        # a suggested name waits this long for the device it was offered to: time to
                                # read it, think, and finish the first game
@@ -769,9 +774,10 @@ def write_file_atomically(path, data, private=False):
 
 
 def load_teacher_secrets(data_dir, new_key=False):
-    """The teacher key and the salt of device names: made once, kept in the data directory (mode 0600).
+    """teacher.json: the teacher key, the salt of device names and the consoles signed in (made once, 0600).
 
-    ``new_key`` replaces the key, so a leaked teacher link stops working.
+    ``new_key`` replaces the key and signs every console out, so a leaked key
+    stops working.  Consoles are kept as the SHA-256 of their session only.
     """
     path = os.path.join(data_dir, TEACHER_FILE)
     try:
@@ -779,12 +785,16 @@ def load_teacher_secrets(data_dir, new_key=False):
             secrets_ = json.loads(file.read())
     except FileNotFoundError:
         secrets_ = {}
+    except OSError as error:
+        raise StartupError(f"cannot read {path}: {error.strerror or error}") from None
     except ValueError as error:
         raise StartupError(f"{path} is corrupt ({error}); move it away and a new teacher key is made") from None
     if new_key or "key" not in secrets_ or "salt" not in secrets_:
-        secrets_ = {"key": secrets.token_urlsafe(32), "salt": secrets_.get("salt") or secrets.token_hex(16)}
+        secrets_ = {"key": secrets.token_urlsafe(32), "salt": secrets_.get("salt") or secrets.token_hex(16),
+                    "sessions": []}
         write_file_atomically(path, json.dumps(secrets_).encode(), private=True)
-    return secrets_["key"], secrets_["salt"]
+    secrets_.setdefault("sessions", [])
+    return secrets_
 
 
 class Journal:
@@ -3734,6 +3744,69 @@ class HeldNames:
             return [name for at, name in reversed(self._names) if at > now - HELD_WINDOW_S]
 
 
+class TeacherAccess:
+    """Who may use the teacher's console: the key, and consoles signed in with a one-time code.
+
+    The key stays in teacher.json and is never printed: the banner prints a
+    link with a one-time code, which a console exchanges for a session of
+    its own (kept on that device).  Sessions are stored as SHA-256 only, in
+    teacher.json, so they survive a restart; codes live in memory.
+    """
+
+    def __init__(self, data_dir, secrets_):
+        self._lock = threading.Lock()
+        self._path = os.path.join(data_dir, TEACHER_FILE)
+        self._secrets = secrets_
+        self._codes = collections.OrderedDict()   # SHA-256 of a code -> until when it works, oldest first
+
+    @property
+    def key(self):
+        return self._secrets["key"]
+
+    def new_code(self, lasts_s, now):
+        code = secrets.token_urlsafe(16)
+        with self._lock:
+            self._codes[sha256_hex(code)] = now + lasts_s
+            while len(self._codes) > MAX_TEACHER_CODES:
+                self._codes.popitem(last=False)
+        return code
+
+    def sign_in(self, code, now):
+        """A new session for a console that brings an unused code; a used or old code is a 401."""
+        with self._lock:
+            until = self._codes.pop(sha256_hex(code), 0)
+            if until <= now:
+                raise HTTPError(HTTPStatus.UNAUTHORIZED, "this teacher link was used already or is too old: "
+                                "each link works once. Get a new one from the window where the server runs "
+                                "(it prints one at every start), or from 'Open on my phone' on a signed-in console")
+            session = secrets.token_urlsafe(32)
+            sessions = self._secrets["sessions"] + [{"sha256": sha256_hex(session), "at": int(now)}]
+            self._save(sessions[-MAX_TEACHER_SESSIONS:])
+        return session
+
+    def sign_out_everyone(self):
+        with self._lock:
+            self._save([])
+
+    def allows(self, credential):
+        """Whether ``credential`` is the key or a signed-in console's session."""
+        if hmac.compare_digest(credential.encode(), self.key.encode()):
+            return True
+        digest = sha256_hex(credential)
+        with self._lock:
+            return any(hmac.compare_digest(digest, item["sha256"]) for item in self._secrets["sessions"])
+
+    def _save(self, sessions):
+        """Write teacher.json with ``sessions``; nothing changes in memory unless the file is written."""
+        secrets_ = {**self._secrets, "sessions": sessions}
+        write_file_atomically(self._path, json.dumps(secrets_).encode(), private=True)
+        self._secrets = secrets_
+
+
+def sha256_hex(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class MoveAsks:
     """Devices refused a claimed name lately: the teacher's console can move the name to one of them."""
 
@@ -3784,7 +3857,10 @@ class App:
         self.state = State(on_change=self.broadcaster.changed)
         self.storage = Storage(data_dir, self.state, log, after_compaction=self._drop_unkept_runs)
         self.replays = Replays(data_dir, log)
-        self.teacher_key, self.device_salt = load_teacher_secrets(data_dir, new_key=new_teacher_key)
+        teacher_secrets = load_teacher_secrets(data_dir, new_key=new_teacher_key)
+        self.device_salt = teacher_secrets["salt"]
+        self.teacher = TeacherAccess(data_dir, teacher_secrets)
+        self.teacher_link_code = self.teacher.new_code(TEACHER_LINK_S, time.time())
         self.rounds_dir = os.path.join(data_dir, "rounds")
         self.listings = ListingCache()
         self.active = ActiveDevices()
@@ -4336,9 +4412,8 @@ class TeacherRoutes:
 
     def teacher(self, request):
         """Refuse a request without the teacher key: only the key's holder moderates and runs rounds."""
-        scheme, _, key = (request.headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(),
-                                                                  self.app.teacher_key.encode()):
+        scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not self.app.teacher.allows(credential.strip()):
             raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
                                                      "server printed when it started",
                             headers=[("WWW-Authenticate", "Bearer")])
@@ -4428,6 +4503,34 @@ class TeacherRoutes:
         self.act("let in")
         with self.app.read():
             return json_response({"let_in_until": self.app.state.classroom.let_in_until})
+
+    @route("POST", "/teacher/session")
+    def sign_in(self, request):
+        """A console brings the one-time code of its link (or QR code) and gets a session of its own."""
+        app = self.app
+        app.limits.take(TEACHER_CODE_TRIES, request.client, "teacher sign-ins")
+        fields = parse_json_object(request.body, '{"code": "<the code after #code= in the teacher link>"}')
+        if not isinstance(fields.get("code"), str) or not 1 <= len(fields["code"]) <= 128:
+            raise bad_request('send {"code": "<the code after #code= in the teacher link>"}')
+        session = app.teacher.sign_in(fields["code"], time.time())
+        app.event("teacher: a console signed in")
+        return json_response({"session": session}, HTTPStatus.CREATED)
+
+    @route("POST", "/admin/codes")
+    def phone_code(self, request):
+        """A fresh one-time link for "Open on my phone", shown as a QR code on the console only."""
+        self.teacher(request)
+        code = self.app.teacher.new_code(PHONE_CODE_S, time.time())
+        return json_response({"url": f"{self.app.join_url}teacher#code={code}", "expires_in": PHONE_CODE_S},
+                             HTTPStatus.CREATED)
+
+    @route("DELETE", "/admin/sessions")
+    def sign_out_everyone(self, request):
+        """Sign out every console, this one too; the key and new links still work."""
+        self.teacher(request)
+        self.app.teacher.sign_out_everyone()
+        self.app.event("teacher: every console signed out")
+        return json_response({"status": "success"})
 
     @route("GET", "/admin/claims")
     def admin_claims(self, request):
@@ -5412,8 +5515,8 @@ def banner(server, data_dir, token_ttl):
     lines.append(f"  Data directory:    {os.path.abspath(data_dir)} "
                  f"({app.leaderboard.player_count()} players, {app.accounts.user_count()} API users loaded)")
     lines.append(f"  API tokens last:   {token_ttl} s (--token-ttl)")
-    lines.append(f"  Teacher:           {app.join_url}teacher#key={app.teacher_key}")
-    lines.append("                     (the teacher's console: keep this link to yourself)")
+    lines.append(f"  Teacher:           {app.join_url}teacher#code={app.teacher_link_code}")
+    lines.append("                     (the teacher's console: works once, on the device that opens it first)")
     lines += [f"  Note: {note}" for note in server.notes]
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
@@ -5491,8 +5594,8 @@ def main(argv=None):
     stop = threading.Event()
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stop.set())
+    print(banner(server, args.data, args.token_ttl), flush=True)  # first: whoever gets an answer can read it
     threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
-    print(banner(server, args.data, args.token_ttl), flush=True)
     while not stop.wait(0.5):
         pass
     print("Stopping: finishing requests in flight and saving...", flush=True)

@@ -3454,7 +3454,7 @@ def test_replays_of_scores_that_dropped_out_are_deleted_at_compaction(start, srv
 # ==========================================================================
 
 def teacher_of(live):
-    return {"Authorization": f"Bearer {live.srv.app.teacher_key}"}
+    return {"Authorization": f"Bearer {live.srv.app.teacher.key}"}
 
 
 def admin(live, method, path, body=None):
@@ -3467,25 +3467,77 @@ def count_unverified(live):
     assert reply.status == 200 and reply.json()["count_unverified"] is True, reply
 
 
-def test_teacher_key_is_made_once_kept_0600_and_printed_as_a_link(spawn, tmp_path):
+def teacher_link(proc):
+    link = re.search(r"Teacher: +(http://\S+/teacher#code=([A-Za-z0-9_-]{20,}))", proc.stdout())
+    assert link, proc.stdout()
+    return link.group(2)
+
+
+def sign_in(proc, code):
+    return proc.call("POST", "/teacher/session", {"code": code})
+
+
+def test_the_teacher_key_is_kept_0600_and_never_printed(spawn, tmp_path):
+    data = tmp_path / "data"
+    proc = spawn(data, quiet=False)
+    key = json.loads((data / "teacher.json").read_text(encoding="utf-8"))["key"]
+    assert (data / "teacher.json").stat().st_mode & 0o777 == 0o600
+    assert proc.call("GET", "/admin/players", headers={"Authorization": f"Bearer {key}"}).status == 200
+    proc.stop()
+    assert key not in proc.output()
+    again = spawn(data)
+    assert json.loads((data / "teacher.json").read_text(encoding="utf-8"))["key"] == key
+    again.stop()
+    spawn(data, "--new-teacher-key")
+    assert json.loads((data / "teacher.json").read_text(encoding="utf-8"))["key"] != key
+
+
+def test_the_printed_link_signs_in_one_console_once_and_the_session_survives_a_restart(spawn, tmp_path):
     data = tmp_path / "data"
     proc = spawn(data)
-    link = re.search(r"Teacher: +(http://\S+/teacher#key=([A-Za-z0-9_-]{40,}))", proc.stdout())
-    assert link, proc.stdout()
-    assert (data / "teacher.json").stat().st_mode & 0o777 == 0o600
+    code = teacher_link(proc)
+    signed = sign_in(proc, code)
+    assert signed.status == 201
+    console = {"Authorization": "Bearer " + signed.json()["session"]}
+    message = assert_json_error(sign_in(proc, code), 401)  # the same link again: a photo of it is useless
+    assert message.startswith("this teacher link was used already or is too old")
+    assert "Open on my phone" in message
+    assert proc.call("GET", "/admin/players", headers=console).status == 200
     proc.stop()
     again = spawn(data)
-    assert f"#key={link.group(2)}" in again.stdout()
-    again.stop()
-    renewed = spawn(data, "--new-teacher-key")
-    assert f"#key={link.group(2)}" not in renewed.stdout()
+    assert teacher_link(again) != code
+    assert assert_json_error(sign_in(again, code), 401)
+    assert again.call("GET", "/admin/players", headers=console).status == 200
+    stored = (data / "teacher.json").read_text(encoding="utf-8")
+    assert signed.json()["session"] not in stored and code not in stored
+
+
+def test_open_on_my_phone_gives_a_fresh_one_time_link_and_everyone_can_be_signed_out(spawn, tmp_path):
+    proc = spawn(tmp_path / "data")
+    laptop = {"Authorization": "Bearer " + sign_in(proc, teacher_link(proc)).json()["session"]}
+    assert assert_json_error(proc.call("POST", "/admin/codes"), 401)
+    made = proc.call("POST", "/admin/codes", headers=laptop)
+    assert made.status == 201 and made.json()["expires_in"] == 300
+    url = made.json()["url"]
+    assert url.startswith(proc.url) or "/teacher#code=" in url
+    phone_code = url.partition("#code=")[2]
+    phone = {"Authorization": "Bearer " + sign_in(proc, phone_code).json()["session"]}
+    assert proc.call("GET", "/admin/log", headers=phone).status == 200
+    assert proc.call("DELETE", "/admin/sessions", headers=phone).json() == {"status": "success"}
+    for console in (laptop, phone):
+        assert assert_json_error(proc.call("GET", "/admin/log", headers=console), 401)
+
+
+@pytest.mark.parametrize("body", [{}, {"code": 5}, {"code": ""}, {"code": "x" * 129}, [1]])
+def test_a_sign_in_without_a_code_is_a_clear_400(live, body):
+    assert "code" in assert_json_error(live.call("POST", "/teacher/session", body), 400)
 
 
 @pytest.mark.parametrize("headers, query", [({}, ""), ({"Authorization": "Bearer wrong"}, ""),
                                             ({}, "?key=KEY"), ({"Cookie": "key=KEY"}, "")],
                          ids=["none", "wrong", "in-query", "in-cookie"])
 def test_admin_calls_without_the_key_in_the_header_are_401(live, headers, query):
-    key = live.srv.app.teacher_key
+    key = live.srv.app.teacher.key
     headers = {name: value.replace("KEY", key) for name, value in headers.items()}
     reply = live.call("GET", "/admin/players" + query.replace("KEY", key), headers=headers)
     assert "teacher link" in assert_json_error(reply, 401)
@@ -3637,7 +3689,7 @@ def test_every_teacher_action_is_in_the_audit_list_newest_first(live):
 def test_teacher_actions_survive_kill_9(spawn, tmp_path):
     data = tmp_path / "data"
     proc = spawn(data)
-    key = re.search(r"#key=(\S+)", proc.stdout()).group(1)
+    key = json.loads((data / "teacher.json").read_text(encoding="utf-8"))["key"]
     auth = {"Authorization": f"Bearer {key}"}
     proc.call("POST", "/score/Rude", {"score": 5})
     assert proc.call("PATCH", "/admin/players/Rude", {"hidden": True}, auth).status == 200
