@@ -587,8 +587,9 @@ class ClientLimits:
 #   RunVerifier._waiting's locks  posts of one run ticket, then replays of one
 #                         device, one at a time; then RunVerifier._cores, the
 #                         replays running at once.  Taken before Storage.lock.
-#   Storage.lock          the State (the leaderboard, tickets, classroom and
-#                         accounts in it), the group-commit queue and what its
+#   Storage.lock          the State (the leaderboard, tickets, classroom,
+#                         accounts, name claims and the suggested names held
+#                         for devices in it), the group-commit queue and what its
 #                         records touch.  Readers hold it for a moment and build
 #                         answers from still pictures without it; decisions are
 #                         taken under it (below); only the one writer of a group
@@ -600,8 +601,11 @@ class ClientLimits:
 #                         alone: a replay is written before its score commits.
 #   Taken alone, for a moment: RunVerifier._lock (verdicts, replay counts, the
 #   waiting table), ListingCache._lock (built listings), ClientLimits._lock
-#   (token buckets), ActiveDevices._lock (who played lately), App._in_flight_lock
-#   (requests being answered), DinoServer._guard (open connections, handlers).
+#   (token buckets), ActiveDevices._lock (who played lately), HeldNames._lock
+#   (names the class rate held), MoveAsks._lock (devices that asked for a claimed
+#   name), TeacherAccess._lock (one-time codes, signed-in consoles and
+#   teacher.json), App._in_flight_lock (requests being answered),
+#   DinoServer._guard (open connections, handlers).
 #   StaticPage's cached answer and the Date header line are replaced whole:
 #   two threads may both rebuild one, and either is right.
 #
@@ -609,8 +613,12 @@ class ClientLimits:
 # runs the decide_* functions under Storage.lock in the step that queues the
 # record, once no queued record touches the same (State.touches):
 #
+#   a name is another device's claim (any spelling),
+#     or held for the device it was suggested to       decide_score (NameClaims, Suggestions)
 #   a name is new, allowed while names are locked, not rude, not a
 #     lookalike, under MAX_PLAYERS and the class rate  decide_score, refuse_new_player
+#   a name a suggestion offers is free and not held    suggest_name, under Storage.lock,
+#                                                      which holds it in the same step
 #   a run ticket is open: one ticket, one run          decide_score
 #   which round a score lands in                       no decision: a new round is one
 #                                                      record, and a score is in the
@@ -626,12 +634,13 @@ class ClientLimits:
 #   state.json     the snapshot: {"format": SNAPSHOT_FORMAT, "seq", "saved_at",
 #                  "names", "entries"   (Leaderboard.snapshot_from_parts),
 #                  "users", "sessions", "metrics", "moved"   (Accounts.snapshot_parts),
-#                  "tickets", "classroom"   (RunTickets, Classroom)}
+#                  "tickets", "classroom", "claims"   (RunTickets, Classroom, NameClaims)}
 #   journal.jsonl  every change since the snapshot, one record a line:
 #                  {"op": <kind>, "seq": <n>, <the kind's fields>}, the kinds
 #                  being those of RECORDS, under "Records and the state".
 #   runs.jsonl     the inputs of verified runs (Replays); rounds/<id>.json each
-#                  archived round's final board; teacher.json the teacher key.
+#                  archived round's final board; teacher.json the teacher key, the
+#                  device salt and the SHA-256 of each signed-in console's session.
 #
 # Records carry increasing sequence numbers and the snapshot the last one it
 # holds, so a journal left behind by a crash in mid-compaction replays safely.
