@@ -6,11 +6,13 @@ curl without a key, and the teacher's console.
 """
 
 import json
+import sys
+import time
 import urllib.parse
 
 import pytest
 
-from conftest import Proc
+from conftest import ROOT, Proc
 
 BEN_PHONE = {"Player-Key": "ben-phone-secret-0123456789abcdef"}
 TOM_PHONE = {"Player-Key": "tom-phone-secret-0123456789abcdef"}
@@ -151,3 +153,102 @@ def test_the_journal_and_the_snapshot_never_hold_a_player_key(server):
     stored = b"".join(path.read_bytes() for path in server.data_dir.iterdir() if path.is_file())
     assert b"Ben" in stored
     assert BEN_PHONE["Player-Key"].encode() not in stored
+
+
+# ---------------------------------------------------------------- the class run
+
+CLASS_SIZE = 30
+RUNS_EACH = 3        # a stock of tickets taken as the page loads, each played out
+
+
+def the_server_module():
+    sys.path.insert(0, str(ROOT))
+    import server
+    return server
+
+
+class Child:
+    """One phone, as the page drives it: its own secret, its own address, a stock of tickets."""
+
+    def __init__(self, number, server_proc):
+        self.number, self.proc = number, server_proc
+        self.headers = {"Player-Key": f"phone-{number:02d}-" + "s" * 24}
+        self.source = f"127.0.5.{number + 1}"
+        self.tickets, self.waiting, self.name, self.renamed = [], [], None, False
+
+    def call(self, method, path, body=None):
+        return self.proc.call(method, path, body, headers=self.headers, source=self.source)
+
+    def stock_tickets(self, count):
+        for _ in range(count):
+            reply = self.call("POST", "/runs")
+            assert reply.status == 201, reply
+            self.tickets.append(reply.json())
+
+    def play(self, sim, config):
+        """Play a run on the next ticket; it waits in the page until it is posted."""
+        ticket = self.tickets.pop(0)
+        result = sim.replay_run(config, ticket["seed"], 600, [], 10 ** 6)
+        self.waiting.append({"score": result["score"], "run": ticket["run"], "width": 600, "inputs": []})
+
+    def pick_name(self, typed):
+        """A typed name if the server says it is free for this phone, else "Pick a name for me"."""
+        if typed is not None and self.call("GET", "/names/check?name=" + urllib.parse.quote(typed)).status == 200:
+            self.name = typed
+        else:
+            self.name = self.call("GET", "/names/suggest").json()["name"]
+
+    def post_waiting(self):
+        """Post the waiting runs; a name someone claimed first keeps them waiting for another name."""
+        answers = []
+        while self.waiting:
+            reply = self.call("POST", "/score/" + urllib.parse.quote(self.name), self.waiting[0])
+            if reply.status == 409 and "someone's name" in reply.json()["error"]:
+                self.renamed = True
+                self.pick_name(None)
+                continue
+            self.waiting.pop(0)
+            answers.append((reply.status, reply.json()))
+        return answers
+
+
+def test_a_class_of_thirty_phones_with_a_restart_and_a_new_round_keeps_every_run_and_one_row_each(tmp_path):
+    sim = the_server_module()
+    config = sim.read_sim_config()
+    proc = Proc(tmp_path, tmp_path / "data").wait_ready()
+    try:
+        children = [Child(n, proc) for n in range(CLASS_SIZE)]
+        typed = ["Ben", "Mia", "ben", "Leo", "𝕸𝖎𝖆", "Ada", "Zoë", "Omar", "Yuki", "Ada"] + [None] * 20
+        for child in children:
+            child.stock_tickets(RUNS_EACH)
+            child.play(sim, config)              # the first game, before any name is typed
+        for child, name in zip(children, typed):
+            child.pick_name(name)
+        time.sleep(6)                            # the runs took about 4.5 s of play each
+        answers = [answer for child in children for answer in child.post_waiting()]
+        proc.kill9()                             # the laptop's lid closes mid-lesson
+        for child in children:
+            child.play(sim, config)              # played on stocked tickets while the server is down
+        proc.start()
+        time.sleep(6)
+        answers += [answer for child in children for answer in child.post_waiting()]
+        teacher = json.loads((proc.data_dir / "teacher.json").read_text(encoding="utf-8"))["key"]
+        assert proc.call("POST", "/admin/rounds", {"title": "Round 2"},
+                         headers={"Authorization": "Bearer " + teacher}).status == 201
+        for child in children:
+            child.play(sim, config)
+        time.sleep(6)
+        answers += [answer for child in children for answer in child.post_waiting()]
+        assert len(answers) == CLASS_SIZE * RUNS_EACH
+        assert sum(child.renamed for child in children) == 3   # the second Ben, Mia and Ada picked again
+        assert set(map(json.dumps, (body for _, body in answers))) == {
+            json.dumps({"status": "success", "verified": True})}
+        names = [child.name for child in children]
+        assert len(set(map(str.casefold, names))) == CLASS_SIZE          # nobody shares a row
+        rows = proc.call("GET", "/players?limit=100").json()
+        assert sorted(row["name"] for row in rows) == sorted(names)      # the new round: one row each
+        archived = proc.call("GET", "/rounds/1").json()["board"]
+        assert sorted(row["name"] for row in archived) == sorted(names)
+        assert all(row["verified"] for row in rows + archived)
+    finally:
+        proc.stop()
