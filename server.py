@@ -387,13 +387,14 @@ CONFUSABLES = {ord(line[0]): line[1:] for line in
                zlib.decompress(base64.b64decode(CONFUSABLES_BLOB)).decode("utf-8").split("\n") if line}
 
 # Accents and marks drawn over any letter (see above); and the invisible
-# characters the key ignores.  After case folding, i is l.
+# characters the key ignores.  After case folding, l is i (names hold more
+# i's than l's, and a skeleton equal to its key costs the board no memory).
 SKELETON_DROPS = {
     **dict.fromkeys(itertools.chain(range(0x0300, 0x0370), range(0x0483, 0x048A), range(0x1AB0, 0x1B00),
                                     range(0x1DC0, 0x1E00), range(0x20D0, 0x2100), range(0x2DE0, 0x2E00),
                                     range(0xA66F, 0xA67E), range(0xA69E, 0xA6A0), range(0xFE20, 0xFE30))),
     **KEY_IGNORES,
-    ord("i"): "l",
+    ord("l"): "i",
 }
 
 # Two letters that look like one, as typed in lower case (and VV in capitals).
@@ -401,11 +402,11 @@ LETTER_PAIRS = {"rn": "m", "cl": "d", "vv": "w", "VV": "W"}
 LETTER_PAIR = re.compile("|".join(LETTER_PAIRS))
 
 # The same skeleton for an ASCII name, as two byte tables: the confusables
-# that are ASCII, then lower case with i as l.
+# that are ASCII, then lower case with l as i.
 ASCII_CONFUSABLES = bytes.maketrans(
     bytes(code for code, target in CONFUSABLES.items() if code < 128 and len(target) == 1),
     bytes(ord(target) for code, target in CONFUSABLES.items() if code < 128 and len(target) == 1))
-ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZi", b"abcdefghijklmnopqrstuvwxyzl")
+ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZl", b"abcdefghijkimnopqrstuvwxyzi")
 
 # The board's own marks, which a name must not copy: the verified mark, a
 # score after the name (99,999 or a number of three digits or more at the
@@ -2130,7 +2131,7 @@ ALLOWED_NAMES = {
 }
 
 # Symbols children type for letters, once the skeleton has read the digits.
-FILTER_LETTERS = str.maketrans("@$!+€£¢", "asltelc")
+FILTER_LETTERS = str.maketrans("@$!+€£¢", "asitelc")  # the skeleton reads l as i
 SEPARATORS = re.compile(r"[._\-'~^,:;/\\\"]+")
 
 
@@ -2139,51 +2140,64 @@ def fold_for_filter(text):
     return SEPARATORS.sub("", skeleton(text).translate(FILTER_LETTERS))
 
 
-def letter_runs(word, letters):
+def letter_runs(word):
+    """The letters of ``word`` with repeats taken out, and how often each came: (baad) -> (bad, (1, 2, 1))."""
+    runs = re.findall(r"((.)\2*)", word)
+    return "".join(char for _, char in runs), tuple(len(run) for run, _ in runs)
+
+
+def runs_pattern(word, letters):
     """A regex for ``word`` with each letter run allowed to repeat, ``letters`` making one letter's class."""
-    return "".join(f"{letters(char)}{{{len(run)},}}" for run, char in re.findall(r"((.)\2*)", word))
+    squeezed, counts = letter_runs(word)
+    return "".join(f"{letters(char)}{{{count},}}" for char, count in zip(squeezed, counts))
 
 
 class RudeWords:
-    """The filter's word list, compiled: one regex for single words, one for words in a row."""
+    """The filter's word list, compiled: whole words by their letters, the rest as regexes."""
 
     def __init__(self, entries):
-        kinds = {"whole": [], "prefix": [], "suffix": [], "inside": []}
+        self.whole = {}  # letters with repeats taken out -> the fewest repeats of each that is rude
+        self.kinds = {"whole": [], "prefix": [], "suffix": [], "inside": []}
         phrases = []
         for entry in entries:
-            words = [fold_for_filter(word) for word in entry.split("+")]
-            words = [word.strip("*") for word in words if word.strip("*")]
+            words = [fold_for_filter(word).strip("*") for word in entry.split("+")]
+            words = [word for word in words if word]
             if not words:
                 continue
             if len(words) > 1:
                 phrases.append(words)
-                kinds["whole"].append("".join(words))
-                continue
+                words = ["".join(words)]
             start, end = entry.strip().startswith("*"), entry.strip().endswith("*")
             kind = "inside" if start and end else "prefix" if end else "suffix" if start else "whole"
-            kinds[kind].append(words[0])
-        self.plain = self._compile(kinds, re.escape)
-        self.starred = self._compile(kinds, lambda char: f"[{re.escape(char)}*]")
+            self.kinds[kind].append(words[0])
+            if kind == "whole":
+                squeezed, counts = letter_runs(words[0])
+                self.whole.setdefault(squeezed, []).append(counts)
+        self.parts = self._compile(re.escape, "prefix", "suffix", "inside")
+        self._starred = None
         self.phrases = re.compile("|".join(
-            r"(?<![^ ])" + " ".join(letter_runs(word, re.escape) for word in words) + "(?![^ ])"
+            r"(?<![^ ])" + " ".join(runs_pattern(word, re.escape) for word in words) + "(?![^ ])"
             for words in phrases) or "(?!)")
 
-    @staticmethod
-    def _compile(kinds, letters):
-        def any_of(words):
-            return "(?:" + "|".join(letter_runs(word, letters) for word in sorted(set(words))) + ")" if words else "(?!)"
-        return re.compile(f"^{any_of(kinds['whole'])}$|^{any_of(kinds['prefix'])}|"
-                          f"{any_of(kinds['suffix'])}$|{any_of(kinds['inside'])}")
+    def _compile(self, letters, *kinds):
+        def any_of(kind):
+            words = sorted(set(self.kinds[kind])) if kind in kinds else ()
+            return "(?:" + "|".join(runs_pattern(word, letters) for word in words) + ")" if words else "(?!)"
+        return re.compile(f"^{any_of('whole')}$|^{any_of('prefix')}|{any_of('suffix')}$|{any_of('inside')}")
 
     def word_is_rude(self, word):
-        """Whether one folded word is rude: a * inside it stands for a letter, if letters outnumber stars."""
+        """Whether one folded word is rude; a * inside it stands for a letter, with as many letters as stars."""
         word = word.strip("*")
         if not word or word in ALLOWED_WORDS:
             return False
-        if "*" not in word:
-            return self.plain.search(word) is not None
-        stars = word.count("*")
-        return len(word) - stars >= max(stars, 2) and self.starred.search(word) is not None
+        if "*" in word:
+            stars = word.count("*")
+            if self._starred is None:  # compiled the first time a child types a star: most never do
+                self._starred = self._compile(lambda char: f"[{re.escape(char)}*]", *self.kinds)
+            return len(word) - stars >= max(stars, 2) and self._starred.search(word) is not None
+        squeezed, counts = letter_runs(word)
+        return (any(all(map(int.__ge__, counts, fewest)) for fewest in self.whole.get(squeezed, ()))
+                or self.parts.search(word) is not None)
 
 
 # ALLOWED_NAMES as the filter reads them.
