@@ -320,7 +320,7 @@ KEY_IGNORES = dict.fromkeys(map(ord, "\u200C\u200D\uFE0E\uFE0F"))
 #   (the second gets a 409 naming the first and adds an initial), while a
 #   child who drops an accent to pose as a classmate, or the same child on a
 #   keyboard without é, is common, and an accent is small on a projector.
-#   Letters stay apart: Chloé is not Chloë's neighbour Chloa, nor Zoë Zara.
+#   The letters under the accents still count: Chloé is not Chloa, nor Zoë Zara.
 # - Marks drawn over or around any letter (a stroke, a ring, an enclosing
 #   circle: the COMBINING blocks below) count for nothing either, so a⃒ is a.
 #   Marks that spell (Indic and Thai vowel signs, Japanese ゛) are kept.
