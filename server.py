@@ -2074,49 +2074,65 @@ def final_rows(board):
 # places that are also rude words (Dick) are refused on purpose unless
 # ALLOWED_NAMES lets them through; the teacher adds more in the settings.
 RUDE_WORDS = """
-    arse arses arsehole* *arsehole ass asses asshole* *asshole* assface asswipe asshat badass dumbass
-    fatass jackass smartass kickass lardass bastard* bitch* biatch *bitch bollock* boob boobs booby boobies
-    bugger* butthole* buttface butthead buttplug crap crappy cock cocks cocksucker* cum cunt* kunt *cunt
-    dick dicks dickhead* *dickhead dickface dildo dildos douche* fag fags faggot* faggy fart farts farting
-    farted fuck* *fuck* fck fcking fuk fuking fukk* effing motherfucker* knob knobhead jizz* minge
-    nobhead penis penises piss pissed pissing pisshead pissoff pornography porno pornhub prick pricks pube pubes
-    pussy pussies rape raped rapist rimjob schlong scrotum sex sexy shag shagged shit shits shitty shithead shitface shithole shitter bullshit horseshit batshit apeshit shitty
-    skank* slag slut* smeg spunk  tits titties titty tosser turd turds twat* vagina* wank wanks
-    wanker wankers wanking whore whores whorehouse wh0re horny orgasm* testicle*  bellend erection masturbat* blowjob* handjob*
-    nude nudes naked stripper poo poop poops pooped pooping poopy poopoo poophead poopyhead weewee pee
-    peepee idiot* moron morons moronic stupid* stoopid dumb dumbo dummy dimwit dork dweeb loser losers noob nerd freak freaks
-    ugly fatty fatso fatboy pig pigface smelly stinky stinks smells sucks suck sucker cretin imbecile*
-    halfwit numbnuts dipshit tosspot twit pillock plonker retard* tard spaz spazz spastic* mongoloid
-    cripple
+    # English: swearing, sex and the toilet
+    arse arses arsehole* *arsehole ass asses asshole* *asshole* assface asswipe asshat badass
+    dumbass fatass jackass smartass kickass lardass bastard* bitch* biatch *bitch bollock* boob
+    boobs booby boobies bugger* butthole* buttface butthead buttplug crap crappy cock cocks
+    cocksucker* cum cunt* kunt *cunt dick dicks dickhead* *dickhead dickface dildo dildos douche*
+    fag fags faggot* faggy fart farts farting farted fuck* *fuck* fck fcking fuk fuking fukk* effing
+    motherfucker* knob knobhead jizz* minge nobhead penis penises piss pissed pissing pisshead
+    pissoff pornography porno pornhub prick pricks pube pubes pussy pussies rape raped rapist rimjob
+    schlong scrotum sex sexy shag shagged shit shits shitty shithead shitface shithole shitter
+    bullshit horseshit batshit apeshit skank* slag slut* smeg spunk tits titties titty tosser turd
+    turds twat* vagina* wank wanks wanker wankers wanking whore whores whorehouse wh0re horny
+    orgasm* testicle* bellend erection masturbat* blowjob* handjob* nude nudes naked stripper poo
+    poop poops pooped pooping poopy poopoo poophead poopyhead weewee pee peepee
+    # English: insults
+    idiot* moron morons moronic stupid* stoopid dumb dumbo dummy dimwit dork dweeb loser losers noob
+    nerd freak freaks ugly fatty fatso fatboy pig pigface stinks smells sucks suck sucker cretin
+    imbecile* halfwit numbnuts dipshit tosspot twit pillock plonker retard* tard spaz spazz spastic*
+    mongoloid cripple
+    # slurs
     nigger* *nigger nigga niggas niggaz nigguh negroid coons darkie darky jigaboo porchmonkey chink
-    chinks gook gooks paki pakis spic spics spick wetback* beaner* kike kikes yid raghead* towelhead*
-    sandnigger* camel+jockey gyppo pikey tranny trannies shemale lesbo homo homos poofter poof poofs
-    batty+boy
-    nazi nazis neonazi grammarnazi  hitler* heil+hitler sieg+heil kkk  white+power gasthejews jewboy holocaust
-    terrorist*
-    kill kills killed killing killer killers kill+you kill+yourself kill+me kys kms   
-    murder* stab stabbed shoot shooting suicide* hang+yourself go+die drop+dead dead
+    chinks gook gooks paki pakis spic spics spick wetback* beaner* kike kikes yid raghead*
+    towelhead* sandnigger* camel+jockey gyppo pikey tranny trannies shemale lesbo homo homos poofter
+    poof poofs batty+boy
+    # hate
+    nazi nazis neonazi grammarnazi hitler* heil+hitler sieg+heil kkk white+power gasthejews jewboy
+    holocaust terrorist*
+    # threats against a classmate
+    kill kills killed killing killer killers kill+you kill+yourself kill+me kys kms murder* stab
+    stabbed shoot shooting suicide* hang+yourself go+die drop+dead dead
+    # Spanish
     mierda puta puto putas putos putita hijoputa hijo+de+puta cabron* pendej* gilipolla* coño joder
-    jodete culero culo culito chinga* pinche malparido* malparida maricon*   zorra 
-    mamon cojon* carajo estupido estupida idiota imbecil tonto tonta boludo* pelotudo* hdp ctm
-    conchatumadre
-    merde putain* pute salope salopes connard* conne enculé* nique niquer nique+ta+mere ntm fdp ta+mere
-    batard couille* bordel foutre chier chiant pédé ferme+ta+gueule
-    scheisse scheiss* arschloch* arsch ficken fick+dich fickt ficker* fotze* hure huren* hurensohn* wichser*
-    schlampe* missgeburt* spast spasti schwuchtel* kacke nutte* pimmel* titten verpiss* trottel
-    vollidiot*
+    jodete culero culo culito chinga* pinche malparido* malparida maricon* zorra mamon cojon* carajo
+    estupido estupida idiota imbecil tonto tonta boludo* pelotudo* hdp ctm conchatumadre
+    # French
+    merde putain* pute salope salopes connard* conne enculé* nique niquer nique+ta+mere ntm fdp
+    ta+mere batard couille* bordel foutre chier chiant pédé ferme+ta+gueule
+    # German
+    scheisse scheiss* arschloch* arsch ficken fick+dich fickt ficker* fotze* hure huren* hurensohn*
+    wichser* schlampe* missgeburt* spast spasti schwuchtel* kacke nutte* pimmel* titten verpiss*
+    trottel vollidiot*
+    # Italian
     cazzo* *cazzo merda stronzo* stronza vaffanculo* vaffa fanculo puttana* figa minchia coglion*
     porco+dio porcodio fottiti frocio* pompino zoccola* culattone
-    porra caralho* foda fodase foder fodido buceta*  cacete arrombado* filho+da+puta filhodaputa
+    # Portuguese
+    porra caralho* foda fodase foder fodido buceta* cacete arrombado* filho+da+puta filhodaputa
     otario piroca bosta desgraçado cuzao vagabunda
+    # Polish
     kurwa* chuj* huj* pierdol* jebac* jebany* spierdalaj* pizda* dupa cipa skurwysyn* suka sukinsyn
     kutas* debil* zjeb* szmata
-    blyat blyad blya bliat cyka khuy khuylo huylo pizdets pizdec yebat yobany ebat ebal mudak* pidor*
-    pidar* pidoras zalupa govno dermo shlyukha shluha zhopa nahui nahuy dolboeb gandon chmo
+    # Russian, in Latin letters
+    blyat blyad blya bliat cyka khuy khuylo huylo pizdets pizdec yebat yobany ebat ebal mudak*
+    pidor* pidar* pidoras zalupa govno dermo shlyukha shluha zhopa nahui nahuy dolboeb gandon chmo
+    # Russian
     блять блядь бля сука хуй хуйло хуйня пизда пиздец ебать ебал ебаный ёбаный мудак пидор пидорас
     пидарас залупа говно дерьмо шлюха жопа нахуй нахер долбоеб долбоёб гандон чмо уебок уёбок
+    # Turkish
     amk aminakoyim aminakoyayim amina+koyim orospu* siktir* sikerim sikik sikim yarrak* yarak amcik
     ibne kahpe* serefsiz* gavat pezevenk* gotveren piç
+    # Arabic, in Latin letters
     sharmouta sharmoota sharmuta sharmot sharmout* kosomak kos+omak kosomk kus+omak zebi zeby
     ibnelkalb ibn+el+kalb ibn+el+sharmouta khara khra manyak manyok telhas+teezi kuskhtak kussukhtak
     hmar 7mar
@@ -2200,13 +2216,16 @@ class RudeWords:
                 or self.parts.search(word) is not None)
 
 
+# RUDE_WORDS without its # headings.
+RUDE_WORD_LIST = [word for line in RUDE_WORDS.splitlines() for word in line.split("#")[0].split()]
+
 # ALLOWED_NAMES as the filter reads them.
 ALLOWED_WORDS = frozenset(fold_for_filter(name) for name in ALLOWED_NAMES)
 
 
 def rude_words(blocked=()):
     """The built-in words and the teacher's ``blocked`` ones (same notation), compiled."""
-    return RudeWords(itertools.chain(RUDE_WORDS.split(), (word for word in blocked if word.strip())))
+    return RudeWords(itertools.chain(RUDE_WORD_LIST, (word for word in blocked if word.strip())))
 
 
 BUILT_IN_RUDE_WORDS = rude_words()
