@@ -452,7 +452,6 @@ def clean_name(raw, what="name"):
         raise bad_request(f"the {what} is only dots: use letters or digits too")
     refuse_invisible(name, what)
     refuse_mixed_scripts(name, what)
-    refuse_board_marks(name, what)
     return name
 
 
@@ -2048,6 +2047,7 @@ class Classroom:
         self.pending = {}     # round id -> its final board, a BoardPicture or rows, until its file is written
         self.new_names = collections.deque(maxlen=CLASS_NEW_NAMES[0])  # when the latest new players came
         self.let_in_until = 0  # the teacher let new names in past the class rate until then
+        self.class_rate = True  # off with --client-limits off: a load test from one machine adds players fast
 
     def archive(self, record, picture):
         """Close the current round at ``record``'s time, its final board ``picture``, and open the next one."""
@@ -2069,7 +2069,7 @@ class Classroom:
     def new_names_wait(self, at):
         """Seconds until another new player may join under the class rate (0: now)."""
         window = CLASS_NEW_NAMES[1]
-        if at < self.let_in_until or len(self.new_names) < self.new_names.maxlen:
+        if not self.class_rate or at < self.let_in_until or len(self.new_names) < self.new_names.maxlen:
             return 0
         return max(0, self.new_names[0] + window - at)
 
@@ -2572,6 +2572,7 @@ def refuse_new_player(state, name, at):
     if not settings["new_names"]:
         raise HTTPError(HTTPStatus.FORBIDDEN, "the teacher has closed the board to new names for now: "
                                               "play under the name you used before")
+    refuse_board_marks(name, "name")
     refuse_rude(state, name)
     refuse_lookalike(state, name)
     refuse_full(state)
@@ -2704,6 +2705,7 @@ def existing_player(state, fields):
 
 def free_new_name(state, fields):
     old = existing_player(state, fields)
+    refuse_board_marks(fields["name"], "new name")
     new_key = name_key(fields["name"])
     if new_key != fields["key"] and state.leaderboard.has_player(new_key):
         raise HTTPError(HTTPStatus.CONFLICT, f"{fields['name']!r} is another player's name; pick a name nobody has")
@@ -4101,6 +4103,7 @@ class App:
         self.limits = ClientLimits(client_limits)
         self.broadcaster = Broadcaster(client_limits)
         self.state = State(on_change=self.broadcaster.changed)
+        self.state.classroom.class_rate = client_limits
         self.storage = Storage(data_dir, self.state, log, after_compaction=self._drop_unkept_runs)
         self.replays = Replays(data_dir, log)
         teacher_secrets = load_teacher_secrets(data_dir, new_key=new_teacher_key)
@@ -4425,6 +4428,7 @@ class BoardRoutes:
                                                      "pick another name")
             known = app.leaderboard.top_scores(name_key(name))
             if known is None:
+                refuse_board_marks(name, "name")
                 refuse_rude(app.state, name)
                 refuse_lookalike(app.state, name)
         return json_response({"name": known["name"] if known else name, "yours": False})
