@@ -1793,6 +1793,10 @@ class BoardPicture:
                 "scores": [score_of(entry[0]) for entry in entries], "runs": [run_of(entry) for entry in entries],
                 "hidden": key in self._live_hidden, "device": device, "created_at": created_at}
 
+    def kept_scores_of(self, name):
+        """A shown player's kept scores, best first."""
+        return [score_of(entry[0]) for entry in self._players.get(name_key(name), ())]
+
     def kept_runs(self):
         """The run ids of every kept verified score."""
         return {entry[2] for entry in self.ranked if len(entry) > 2}
@@ -2170,17 +2174,23 @@ def name_claimed(shown):
                                           "or ask your teacher to move it to this device")
 
 
-def final_rows(board, verified=None):
+def final_rows(board):
     """A round's final board as rows: from a still picture of the leaderboard, or rows already built.
 
-    ``verified`` says whether the board ranked verified runs only; None keeps the picture's own way.
+    The ranked rows are the board as the class saw it (verified runs only,
+    unless unverified scores counted); a player whose scores did not count
+    follows with no rank, so every kept score of the round is in its archive.
     """
     if isinstance(board, list):
         return board
-    if verified is not None:
-        board = board.counting(verified)
-    return [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"]}
-            for row in board.player_rows()]
+    rows = [{"rank": row["rank"], "name": row["name"], "best": row["best"], "verified": row["verified"],
+             "scores": board.kept_scores_of(row["name"])} for row in board.player_rows()]
+    if board.verified:
+        ranked = {row["name"] for row in rows}
+        rows += [{"rank": None, "name": row["name"], "best": row["best"], "verified": False,
+                  "scores": board.kept_scores_of(row["name"])}
+                 for row in board.counting(False).player_rows() if row["name"] not in ranked]
+    return rows
 
 
 # Words no name on a class board may hold.  The filter reads a name's
@@ -2748,8 +2758,13 @@ def admin_settings(state, record):
 
 
 def admin_new_round(state, record):
-    """Archive the board and start an empty one, in one record: every score lands in exactly one round."""
-    state.classroom.archive(record, state.leaderboard.picture())
+    """Archive the board and start an empty one, in one record: every score lands in exactly one round.
+
+    The record says whether the board counted verified runs only (the
+    teacher's switch, or a page without rules): the archive ranks as the
+    class saw it.
+    """
+    state.classroom.archive(record, state.leaderboard.picture(record.get("verified", False)))
     state.leaderboard.clear()
 
 
@@ -4162,7 +4177,7 @@ class App:
             pending = dict(self.state.classroom.pending)
             rounds = {summary["id"]: summary for summary in self.state.classroom.rounds}
         for round_id, board in pending.items():
-            rows = final_rows(board, self.board_verified)
+            rows = final_rows(board)
             summary = rounds[round_id]
             archive = {"id": round_id, "title": summary["title"], "started_at": summary["started_at"],
                        "ended_at": summary["ended_at"], "board": rows}
@@ -4741,7 +4756,7 @@ class TeacherRoutes:
         title = fields.get("title", "")
         if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
             raise bad_request(f'"title" must be text of at most {MAX_TITLE_CHARS} characters')
-        self.act("new round", title=title.strip())
+        self.act("new round", title=title.strip(), verified=self.app.board_verified)
         self.app.write_round_archives()
         with self.app.read():
             return json_response(dict(self.app.state.classroom.rounds[-1]), HTTPStatus.CREATED)
@@ -4864,7 +4879,7 @@ class TeacherRoutes:
             pending = app.state.classroom.pending.get(round_id)
             summary = next((dict(item) for item in app.state.classroom.rounds if item["id"] == round_id), None)
         if pending is not None and summary is not None:  # its file is not written yet
-            return {**summary, "board": final_rows(pending, app.board_verified)}
+            return {**summary, "board": final_rows(pending)}
         try:
             with open(os.path.join(app.rounds_dir, f"{round_id}.json"), "rb") as file:
                 return json.loads(file.read())

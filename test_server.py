@@ -3655,6 +3655,21 @@ def test_a_page_of_another_origin_cannot_write_but_curl_and_our_pages_can(live):
     assert live.call("GET", "/score/Ann", headers=other).json()["scores"] == [7, 6]  # reads stay open
 
 
+def test_a_new_round_keeps_plain_posts_in_its_archive_after_the_ranked_runs(live, srvmod, sim_config):
+    ticket = take_ticket(live)
+    run = played_run(srvmod, sim_config, ticket)
+    later(live, 60)
+    assert live.post("/score/Honest", run).status == 200
+    live.post_score("Curl", 99_999)
+    live.post_score("Curl", 5)
+    assert admin(live, "POST", "/admin/rounds", {"title": "Next"}).status == 201
+    board = live.get("/rounds/1").json()["board"]
+    assert [(row["rank"], row["name"], row["verified"], row["scores"]) for row in board] == [
+        (1, "Honest", True, [run["score"]]), (None, "Curl", False, [99_999, 5])]
+    assert live.get("/rounds/1.csv").body.decode("utf-8-sig").splitlines()[1:] == [
+        f"1,Honest,{run['score']},yes", ",Curl,99999,no"]
+
+
 def test_the_first_round_starts_when_the_server_first_starts(start, tmp_path):
     before = int(time.time())
     live = start(tmp_path / "data")
