@@ -535,14 +535,13 @@ def test_the_teachers_list_on_a_big_board_while_children_read_the_top_10_and_pos
         return pages
 
     def child():
-        reads = 0
-        while not done.is_set():
+        for reads in itertools.count(1):  # at least once, however soon the teacher is done
             rows = clients.get("/players?limit=10")
             assert len(rows) == 10
             bests = [row["best"] for row in rows]
             assert bests == sorted(bests, reverse=True) and bests[0] >= TEACHER_LIST_PLAYERS - 1
-            reads += 1
-        return reads
+            if done.is_set():
+                return reads
 
     def poster(k):
         for i in range(30):
@@ -550,7 +549,6 @@ def test_the_teachers_list_on_a_big_board_while_children_read_the_top_10_and_pos
 
     results = together(teacher, *(child for _ in range(4)), *(lambda k=k: poster(k) for k in range(3)))
     assert results[0] == TEACHER_LIST_PLAYERS // dino.ADMIN_PAGE
-    assert all(reads > 0 for reads in results[1:5])
 
     def check():
         best = top + 89
