@@ -14,12 +14,16 @@ virtual environment:
 
     .venv/bin/python tools/bench.py                      # 100, 1000 and 100000 players
     .venv/bin/python tools/bench.py --players 1000 --duration 2
+    .venv/bin/python tools/bench.py --only console,reposts,tickets   # issue 15's figures
 """
 
 import argparse
-import socket
+import collections
 import contextlib
+import functools
+import socket
 import http.client
+import itertools
 import json
 import os
 import random
@@ -34,21 +38,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # server.py and conftest.py
 import server as dino  # noqa: E402
-from conftest import Proc  # noqa: E402  the tests' server process
+from conftest import Proc, count_unverified  # noqa: E402  the tests' server process and the teacher's switch
 
 CONNECTIONS = 8     # like ../shared/bench/sidebyside.py: wrk -t1 -c8
 API_USERS = 1000    # users playing "random" in the /move measurement
 
 
-def write_players(data_dir, players):
-    """A data directory with ``players`` players p0, p1, ... of one score each, saved by server.py's own code."""
+def write_players(data_dir, players, records=()):
+    """A data directory with ``players`` players p0, p1, ... of one score each, saved by server.py's own code.
+
+    ``records`` (journal records such as tickets) are applied after the players.
+    """
     state = dino.State(on_change=lambda: None)
     storage = dino.Storage(data_dir, state, log=print)
-    for i in range(players):
-        record = dino.score_record(f"p{i}", i % 50_000)
-        record["seq"] = i + 1
+    seq = 0
+    for seq, record in enumerate(itertools.chain((dino.score_record(f"p{i}", i % 50_000) for i in range(players)),
+                                                 records), start=1):
+        record["seq"] = seq
         state.apply(record)
-    storage.applied_seq = players
+    storage.applied_seq = seq
     storage.close()  # compacts: the snapshot is written as the server writes it
 
 
@@ -217,27 +225,40 @@ def percentiles(latencies):
 
 
 class Client:
-    """One keep-alive connection that reads whole answers and refuses anything but 2xx."""
+    """One keep-alive connection that reads whole answers; ``send`` refuses anything but 2xx.
 
-    def __init__(self, port):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    ``source`` is the loopback address to connect from (a device of its own);
+    ``headers`` go with every request (the teacher's key).
+    """
 
-    def send(self, method, path, body=None):
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def __init__(self, port, source=None, headers=None):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120,
+                                                     source_address=(source, 0) if source else None)
+        self.headers = dict(headers or {})
+
+    def answer(self, method, path, body=None):
+        """(status, body) of one request, whatever the status."""
+        headers = dict(self.headers, **({"Content-Type": "application/json"} if body is not None else {}))
         self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
         response = self.connection.getresponse()
-        data = response.read()
-        if response.status >= 300:
-            raise RuntimeError(f"{method} {path} answered {response.status}: {data[:300]!r}")
+        return response.status, response.read()
+
+    def send(self, method, path, body=None):
+        status, data = self.answer(method, path, body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path} answered {status}: {data[:300]!r}")
         return data
 
+    def close(self):
+        self.connection.close()
 
-def watch_top10(port, stop, pause=VIEWER_PAUSE_S):
-    """Latencies of GET /scores?limit=10, one at a time, until ``stop`` is set."""
+
+def watch_top10(port, stop, pause=VIEWER_PAUSE_S, path="/scores?limit=10"):
+    """Latencies of GET ``path`` (the top 10), one at a time, until ``stop`` is set."""
     client, latencies = Client(port), []
     while not stop.is_set():
         began = time.perf_counter()
-        client.send("GET", "/scores?limit=10")
+        client.send("GET", path)
         latencies.append(time.perf_counter() - began)
         time.sleep(pause)
     return latencies
@@ -302,8 +323,9 @@ def bot_inputs(config, seed, play_ticks, lead, width=600):
     It reacts when the obstacle is ``lead`` ticks away at the current speed.
 
     It plays ``play_ticks`` ticks, then presses nothing, so the run ends at the
-    next obstacle; returns (inputs, score, crash tick) from server.replay_run,
-    or None when the bot crashed before ``play_ticks``.
+    next obstacle; returns (inputs, score, crash tick) from server.replay_run
+    (replayed up to two minutes past ``play_ticks``), or None when the bot
+    crashed before ``play_ticks``.
     """
     rules = dino.SimRules(config)
     trex_x, front = rules.trex["x"], rules.trex["x"] + rules.trex["w"]
@@ -331,7 +353,7 @@ def bot_inputs(config, seed, play_ticks, lead, width=600):
         return None
     if keys != (0, 0):
         inputs.append([world.ticks, 0, 0])
-    result = dino.replay_run(config, seed, width, inputs, MINUTE_TICKS * 3)
+    result = dino.replay_run(config, seed, width, inputs, play_ticks + 2 * MINUTE_TICKS)
     return inputs, result["score"], result["ticks"]
 
 
@@ -524,6 +546,228 @@ def memory_with_runs(players=100_000):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+# -- the teacher's console, reposted refused runs, a drained ticket pool ------
+
+CONSOLE_PLAYERS = dino.MAX_PLAYERS   # the board a flood of junk names once filled
+CONSOLE_S = 10                       # each phase of the console measurement lasts this long
+CLASS_POST_S = 0.1                   # ... and in its last phase a class posts a score this often
+TOP10 = "/players?limit=10"          # the class board's top 10, as the big screen and the game page ask
+REPOST_MINUTES = 5                   # the refused runs are this long: a child's long run
+REPOST_TICKETS = 200                 # old tickets the reposting device holds, REPLAYS_PER_TICKET replays each
+REPOSTERS = 4                        # connections the reposting device posts from at once
+REPOST_DEVICE = "127.0.5.1"          # ... its one address
+TICKETS_ISSUED_S = 3600              # the old tickets were taken an hour before: every run fits in that time
+FLOOD_ADDRESSES = 5_100              # devices that each take ...
+FLOOD_TICKETS = dino.RUN_TICKETS[0]  # ... as many tickets as their own limit gives at once
+FLOOD_THREADS = 16                   # connections the flood uses at a time
+NEW_DEVICE_TICKETS = 10              # tickets a new device asks for after the flood
+
+
+def teacher_headers(data_dir):
+    with open(os.path.join(data_dir, dino.TEACHER_FILE), encoding="utf-8") as file:
+        return {"Authorization": "Bearer " + json.load(file)["key"]}
+
+
+def watch_alone(port, seconds):
+    """Top 10 latencies with nothing else going on."""
+    stop = threading.Event()
+    viewer = in_thread(watch_top10, port, stop, VIEWER_PAUSE_S, TOP10)
+    time.sleep(seconds)
+    stop.set()
+    viewer.join()
+    return viewer.result
+
+
+def watch_while(port, seconds, *loads):
+    """Top 10 latencies while each load(stop) runs in a thread of its own; (latencies, the loads' results)."""
+    stop = threading.Event()
+    threads = [in_thread(load, stop) for load in loads]
+    viewer = in_thread(watch_top10, port, stop, VIEWER_PAUSE_S, TOP10)
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads + [viewer]:
+        thread.join()
+    return viewer.result, [thread.result for thread in threads]
+
+
+def refresh_console(port, headers, stop):
+    """The teacher's console: GET /admin/players again and again; its latencies."""
+    client, latencies = Client(port, headers=headers), []
+    while not stop.is_set():
+        began = time.perf_counter()
+        client.send("GET", "/admin/players")
+        latencies.append(time.perf_counter() - began)
+    return latencies
+
+
+def class_posting(port, stop, players):
+    """A class posting scores for players already on the board, one every CLASS_POST_S; the number posted."""
+    client, rng, posted = Client(port), random.Random(15), 0
+    while not stop.is_set():
+        client.send("POST", f"/score/p{rng.randrange(players)}", {"score": rng.randrange(100_000)})
+        posted += 1
+        time.sleep(CLASS_POST_S)
+    return posted
+
+
+def top10_while_console_refreshes(players=CONSOLE_PLAYERS, seconds=CONSOLE_S):
+    """The top 10 on a full board alone, while the teacher's console refreshes, and while a class posts too."""
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        began = time.perf_counter()
+        write_players(data_dir, players)
+        built_s = time.perf_counter() - began
+        server = Server(data_dir)
+        server.ready_after()
+        count_unverified(server)  # the board's players are plain posts
+        headers = teacher_headers(data_dir)
+        console = functools.partial(refresh_console, server.port, headers)
+        phases = [("alone", watch_alone(server.port, seconds), None, None)]
+        top10, (refreshes,) = watch_while(server.port, seconds, console)
+        phases.append(("console refreshing", top10, refreshes, None))
+        top10, (refreshes, posted) = watch_while(server.port, seconds, console,
+                                                 functools.partial(class_posting, server.port, players=players))
+        phases.append((f"console refreshing, a class posting ({posted} scores)", top10, refreshes, posted))
+        rss = server.rss_mib()
+        server.stop()
+        return {"phases": phases, "rss": rss, "built_s": built_s}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def long_run(config, minutes=REPOST_MINUTES):
+    """(seed, inputs, score) of a bot's run that lasts ``minutes`` of play: a long run to post."""
+    for seed in itertools.count(1):
+        for lead in BOT_LEADS:
+            run = bot_inputs(config, seed, minutes * MINUTE_TICKS, lead)
+            if run is not None:
+                return seed, run[0], run[1]
+
+
+def server_cpu_s(server):
+    """CPU seconds the server process has used (user and system)."""
+    with open(f"/proc/{server.p.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def repost(port, stop, posts):
+    """One of the reposting device's connections: post each (ticket, score) of ``posts`` until ``stop``.
+
+    Returns the answers it got, by status.
+    """
+    client, answers = Client(port, source=REPOST_DEVICE), collections.Counter()
+    for path, body in itertools.cycle(posts):
+        if stop.is_set():
+            break
+        status, _ = client.answer("POST", path, body)
+        answers[status] += 1
+    return answers
+
+
+def top10_while_a_device_reposts(players=1000):
+    """A child's top 10 alone, then while one device reposts refused long runs from REPOSTERS connections.
+
+    The device holds REPOST_TICKETS tickets taken an hour before (written in the
+    data directory), so each run fits in its ticket's time and is replayed in
+    full.  It posts the bot's REPOST_MINUTES-minute run with a wrong score:
+    first the same refused run again and again, then a new wrong score each
+    time on every ticket in turn.
+    """
+    config = dino.read_sim_config()
+    seed, inputs, score = long_run(config)
+    data_dir = tempfile.mkdtemp(prefix="dino-bench-")
+    try:
+        issued_at = int(time.time()) - TICKETS_ISSUED_S
+        run_ids = [f"old{i:013d}" for i in range(REPOST_TICKETS)]
+        write_players(data_dir, players, [dino.ticket_record(run_id, seed, issued_at) for run_id in run_ids])
+        server = Server(data_dir)
+        server.ready_after()
+        count_unverified(server)
+
+        def body(run_id, wrong):
+            return {"score": score + wrong, "run": run_id, "width": 600, "inputs": inputs}
+        same = [("/score/Mallory", body(run_ids[0], 1))]
+        fresh = [("/score/Mallory", body(run_id, wrong))
+                 for run_id in run_ids[1:] for wrong in range(1, dino.REPLAYS_PER_TICKET + 2)]
+        # Each connection takes its own share of the tickets, so no two replay one ticket.
+        shares = [fresh[i::REPOSTERS] for i in range(REPOSTERS)]
+        phases = [("alone", watch_alone(server.port, QUIET_S), None, None)]
+        for label, posts in ((f"the same refused run reposted ({REPOSTERS} connections)", [same] * REPOSTERS),
+                             (f"a new wrong score each post on {REPOST_TICKETS - 1} old tickets "
+                              f"({REPOSTERS} connections)", shares)):
+            cpu = server_cpu_s(server)
+            top10, answers = watch_while(server.port, ATTACK_S,
+                                         *(functools.partial(repost, server.port, posts=share) for share in posts))
+            phases.append((label, top10, sum(answers, collections.Counter()), server_cpu_s(server) - cpu))
+        server.stop()
+        return {"phases": phases, "inputs": len(inputs)}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def flood_address(n):
+    return f"127.{20 + n // 62_500}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def take_flood_tickets(port, first, addresses, each, statuses, lock):
+    """From every FLOOD_THREADS-th address from ``first``: ``each`` tickets on one keep-alive connection."""
+    mine = collections.Counter()
+    for n in range(first, addresses, FLOOD_THREADS):
+        client = Client(port, source=flood_address(n))
+        for _ in range(each):
+            mine[client.answer("POST", "/runs")[0]] += 1
+        client.close()
+    with lock:
+        statuses.update(mine)
+
+
+def new_device_tickets(server, source):
+    """How many of NEW_DEVICE_TICKETS ticket requests a device never seen before gets (201), and the tickets."""
+    client, tickets = Client(server.port, source=source), []
+    for _ in range(NEW_DEVICE_TICKETS):
+        status, data = client.answer("POST", "/runs")
+        if status == 201:
+            tickets.append(json.loads(data))
+    client.close()
+    return tickets
+
+
+def tickets_after_a_flood(addresses=FLOOD_ADDRESSES, each=FLOOD_TICKETS):
+    """Whether a new device gets a ticket, and its run is kept, after a flood of tickets from many addresses.
+
+    Per-device limits are on: each address stays within its own.
+    """
+    config = dino.read_sim_config()
+    with tempfile.TemporaryDirectory(prefix="dino-bench-") as data_dir:
+        server = Proc(data_dir, data_dir)
+        server.wait_ready(timeout=60)
+        statuses, lock = collections.Counter(), threading.Lock()
+        began = time.perf_counter()
+        flooders = [in_thread(take_flood_tickets, server.port, first, addresses, each, statuses, lock)
+                    for first in range(FLOOD_THREADS)]
+        for thread in flooders:
+            thread.join()
+        flood_s = time.perf_counter() - began
+        taken_at = time.time()
+        tickets = new_device_tickets(server, "127.0.6.1")
+        kept = None
+        if tickets:
+            run = dino.replay_run(config, tickets[0]["seed"], 600, [], IDLE_CRASH_TICKS + 1)
+            wait_for_wall_time(taken_at, run["ticks"])
+            status, _ = Client(server.port, source="127.0.6.1").answer(
+                "POST", "/score/Newcomer", {"score": run["score"], "run": tickets[0]["run"], "width": 600,
+                                            "inputs": []})
+            kept = status
+        rss = server.rss_mib()
+        server.stop()
+        server.start()
+        after_restart = new_device_tickets(server, "127.0.6.2")
+        server.stop()
+    return {"statuses": statuses, "flood_s": flood_s, "new_device": len(tickets), "kept": kept,
+            "after_restart": len(after_restart), "rss": rss}
+
+
 # -- reports -------------------------------------------------------------------
 
 def print_table(title, header, rows, left=()):
@@ -604,6 +848,57 @@ def report_memory(repeat):
                    f"{result['restart_s']:.2f} s"]
     print_table("Memory with a verified run kept for every player (ticket, runs.jsonl line, run id on the score):",
                 ["run", "players", "runs.jsonl on disk", "resident memory", "restart to first answer"], rows())
+
+
+def report_console(repeat):
+    def rows():
+        for run in range(1, repeat + 1):
+            result = top10_while_console_refreshes()
+            for label, top10, refreshes, _ in result["phases"]:
+                p50, p90, p99 = percentiles(top10)
+                console = "-"
+                if refreshes:
+                    console = f"{len(refreshes):,} ({percentiles(refreshes)[0]:.1f})"
+                yield [str(run), label, f"{len(top10):,}", f"{p50:.2f}", f"{p90:.2f}", f"{p99:.2f}", console,
+                       f"{result['rss']:.0f} MiB", f"{result['built_s']:.1f} s"]
+    print_table(f"The teacher's console on a full board ({CONSOLE_PLAYERS:,} players): a child's top 10 "
+                f"(GET {TOP10}, {VIEWER_PAUSE_S * 1000:.0f} ms between requests) alone, while the console "
+                f"refreshes GET /admin/players back to back, and while a class posts a score every "
+                f"{CLASS_POST_S * 1000:.0f} ms too; {CONSOLE_S} s each:",
+                ["run", "while", "top 10 requests", "p50 ms", "p90 ms", "p99 ms", "console refreshes (p50 ms)",
+                 "resident memory at the end", "board written in"], rows(), left=(1,))
+
+
+def report_reposts(repeat):
+    def rows():
+        for run in range(1, repeat + 1):
+            result = top10_while_a_device_reposts()
+            for label, top10, answers, cpu in result["phases"]:
+                p50, p90, p99 = percentiles(top10)
+                posted = "-" if answers is None else ", ".join(
+                    f"{count:,} × {status}" for status, count in sorted(answers.items()))
+                yield [str(run), label, f"{len(top10):,}", f"{p50:.2f}", f"{p90:.2f}", f"{p99:.2f}", posted,
+                       "-" if cpu is None else f"{cpu:.1f}"]
+    print_table(f"A child's top 10 (GET {TOP10}) alone for {QUIET_S} s, then for {ATTACK_S} s each while one "
+                f"device reposts a refused {REPOST_MINUTES}-minute run (a bot's, with a wrong score) on tickets "
+                "taken an hour before, as fast as it can (client limits off: no post-every-6-s limit holds it):",
+                ["run", "while", "top 10 requests", "p50 ms", "p90 ms", "p99 ms", "reposts answered",
+                 "server CPU s"], rows(), left=(1, 6))
+
+
+def report_tickets(repeat):
+    def rows():
+        for run in range(1, repeat + 1):
+            result = tickets_after_a_flood()
+            flood = ", ".join(f"{count:,} × {status}" for status, count in sorted(result["statuses"].items()))
+            yield [str(run), flood, f"{result['flood_s']:.0f}", f"{result['new_device']} of {NEW_DEVICE_TICKETS}",
+                   str(result["kept"]), f"{result['after_restart']} of {NEW_DEVICE_TICKETS}",
+                   f"{result['rss']:.0f} MiB"]
+    print_table(f"Run tickets after a flood: {FLOOD_ADDRESSES:,} addresses take {FLOOD_TICKETS} tickets each (their "
+                f"own limit) from {FLOOD_THREADS} connections at a time; then a new device asks for "
+                f"{NEW_DEVICE_TICKETS} and posts a run on the first; then the same after a restart:",
+                ["run", "flood answers", "flood s", "new device's tickets", "its run posted",
+                 "after a restart", "resident memory after the flood"], rows(), left=(1,))
 
 
 def report_table(player_counts, duration, repeat):
@@ -687,7 +982,7 @@ def report_events(repeat):
                 ["run", "deliveries", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows())
 
 
-MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events")
+MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events", "console", "reposts", "tickets")
 
 
 def main(argv=None):
@@ -718,6 +1013,12 @@ def main(argv=None):
         report_memory(args.repeat)
     if "events" in chosen:
         report_events(args.repeat)
+    if "console" in chosen:
+        report_console(args.repeat)
+    if "reposts" in chosen:
+        report_reposts(args.repeat)
+    if "tickets" in chosen:
+        report_tickets(args.repeat)
     return 0
 
 if __name__ == "__main__":
