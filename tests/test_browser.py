@@ -583,6 +583,177 @@ def test_a_score_kept_by_an_older_page_is_sent_as_a_plain_post(server, open_tab)
     expect(page.locator("#save-status")).to_have_text("Score 42 saved as Olly, unverified.")
 
 
+# ================================================================ a name's key, and no run lost
+
+PLAYER_KEY = re.compile(r"[A-Za-z0-9_-]{43}")   # 32 random bytes, base64url without padding
+CLAIMED = ("'Ben' is already someone's name on another device. Pick another, "
+           "or ask your teacher to move it to this device")
+
+
+def note_fetches(fetches):
+    """before_load hook: record (path, Player-Key header) of every fetch() the page makes."""
+    def note(page):
+        page.on("request", lambda r: fetches.append((urllib.parse.urlsplit(r.url).path, r.headers.get("player-key")))
+                if r.resource_type == "fetch" else None)
+    return note
+
+
+def kept_runs(server, name, count):
+    """The player's kept scores once there are `count` of them, else None."""
+    scores = (player_card(server, name) or {}).get("scores", [])
+    return scores if len(scores) >= count else None
+
+
+def pending_runs(page):
+    return json.loads(page.evaluate("localStorage.getItem('dino.pending')") or "[]")
+
+
+def test_every_request_of_the_game_page_carries_one_player_key_kept_across_reloads(server, open_tab):
+    fetches = []
+    page = open_tab("/", before_load=note_fetches(fetches)).page
+    page.fill("#name", "Rex")
+    ticket_is_ready(page)
+    page.reload()
+    ticket_is_ready(page)
+    expect(page.locator("#leaderboard")).to_be_attached()
+    key = page.evaluate("localStorage.getItem('dino-player-key')")
+    assert PLAYER_KEY.fullmatch(key), key
+    assert {"/runs", "/players", "/join", "/names/check"} <= {path for path, _ in fetches}
+    assert {sent for _, sent in fetches} == {key}
+    other = open_tab("/", **PHONE).page           # another browser: a key of its own
+    assert PLAYER_KEY.fullmatch(other.evaluate("DinoClient.playerKey()")) and other.evaluate(
+        "DinoClient.playerKey()") != key
+
+
+def test_without_local_storage_the_tab_keeps_one_player_key(server, open_tab):
+    refuse_storage = """Object.defineProperty(window, 'localStorage', {
+        get: function () { throw new DOMException('storage is off', 'SecurityError'); }});"""
+    fetches = []
+
+    def before_load(page):
+        page.add_init_script(refuse_storage)
+        note_fetches(fetches)(page)
+    page = open_tab("/", before_load=before_load).page
+    page.fill("#name", "Rex")
+    ticket_is_ready(page)
+    expect(page.locator("#leaderboard")).to_be_attached()
+    keys = {sent for _, sent in fetches}
+    assert len(fetches) >= 3 and len(keys) == 1 and PLAYER_KEY.fullmatch(keys.pop()), fetches
+
+
+def test_runs_played_before_a_name_is_typed_are_posted_verified_once_it_is_given(server, open_tab):
+    page = open_tab("/").page
+    ticket_is_ready(page)
+    start_game(page)
+    first = wait_for_crash(page)
+    waiting = page.locator("#waiting-runs")
+    expect(waiting).to_have_text("1 run waiting for your name")
+    page.keyboard.press("Enter")
+    ticket_is_ready(page)                          # the next world at once, on a ticket from the stock
+    second = wait_for_crash(page)
+    expect(waiting).to_have_text("2 runs waiting for your name")
+    assert [(run["name"], run["score"]) for run in pending_runs(page)] == [("", first), ("", second)]
+    assert http(server.url, "GET", "/scores")[1] == []
+
+    page.fill("#name", "Nia")
+    page.press("#name", "Enter")                   # done typing: back to the game
+    card = eventually(lambda: kept_runs(server, "Nia", 2), 10, "both runs of Nia kept")
+    assert sorted((s["score"], s["verified"]) for s in card) == sorted([(first, True), (second, True)])
+    expect(waiting).to_have_text("")
+    assert pending_runs(page) == []
+
+
+def test_a_run_under_a_name_another_device_holds_waits_for_the_next_name(server, open_tab):
+    def claimed(route):   # as the server answers for a name claimed by another device's key
+        route.fulfill(status=409, content_type="application/json", body=json.dumps({"error": CLAIMED}))
+
+    def ben_is_claimed(page):   # patterns, not Python functions: other requests then never wait for this test
+        page.route(re.compile(r"/score/Ben$"), claimed)
+        page.route(re.compile(r"/names/check\?name=Ben$"), claimed)
+    page = open_tab("/", before_load=ben_is_claimed).page
+    page.fill("#name", "Ben")
+    expect(page.locator("#name-error")).to_have_text(CLAIMED)      # said while the name is typed
+    ticket_is_ready(page)
+    start_game(page)
+    score = wait_for_crash(page)
+    expect(page.locator("#save-status")).to_have_text(f"Score {score} not saved: {CLAIMED}.")
+    expect(page.locator("#waiting-runs")).to_have_text("1 run waiting for your name")
+    [kept] = pending_runs(page)
+    assert (kept["name"], kept["score"], isinstance(kept["run"], str)) == ("", score, True)
+
+    page.fill("#name", "Benji")
+    page.press("#name", "Enter")
+    best = best_kept(server, "Benji", 10)
+    assert (best["score"], best["verified"]) == (score, True)
+    expect(page.locator("#save-status")).to_contain_text(f"Score {score} saved as Benji \u2713 verified.")
+    expect(page.locator("#waiting-runs")).to_have_text("")
+    assert player_card(server, "Ben") is None
+
+
+def test_a_run_started_while_the_server_is_stopped_is_verified_on_a_stocked_ticket(server, open_tab):
+    page = open_tab("/").page
+    page.fill("#name", "Olly")
+    ticket_is_ready(page)
+    expect(page.locator("#stage")).to_have_attribute("data-stock", "3")
+    server.stop()
+    start_game(page)
+    first = wait_for_crash(page)
+    page.keyboard.press("Enter")                   # a new world while the server is away
+    ticket_is_ready(page)
+    expect(page.locator("#stage")).to_have_attribute("data-stock", "2")
+    second = wait_for_crash(page)
+    expect(page.locator("#save-status")).to_contain_text("will retry", timeout=5000)
+    kept = pending_runs(page)
+    assert [(run["name"], run["score"]) for run in kept] == [("Olly", first), ("Olly", second)]
+    assert all(isinstance(run["run"], str) and isinstance(run["seed"], int) for run in kept)
+
+    server.start()
+    card = eventually(lambda: kept_runs(server, "Olly", 2), RETRY_MS / 1000, "both runs of Olly kept")
+    assert sorted((s["score"], s["verified"]) for s in card) == sorted([(first, True), (second, True)])
+
+
+# ================================================================ ties at 10th
+
+def seed_tied_at_tenth(server, tied):
+    """Nine children with bests 500 to 420, then `tied` more children all on 100."""
+    for i in range(9):
+        post_score(server, f"Kid {i}", 500 - 10 * i)
+    for i in range(tied):
+        post_score(server, f"Tie {i}", 100)
+
+
+def test_everyone_tied_at_tenth_is_on_the_game_pages_top_ten(server, open_tab):
+    seed_tied_at_tenth(server, 3)
+    page = open_tab("/").page
+    expect(page.locator("#leaderboard .rank")).to_have_text([f"{r}." for r in range(1, 10)] + ["10."] * 3)
+    expect(page.locator("#leaderboard a.name").filter(has_text="Tie ")).to_have_count(3)
+
+
+def test_many_tied_at_tenth_are_counted_on_the_game_page(server, open_tab):
+    seed_tied_at_tenth(server, 8)
+    page = open_tab("/").page
+    expect(page.locator("#leaderboard .score")).to_have_count(10)
+    expect(page.locator("#leaderboard li.tied-more")).to_have_text("+7 more tied with a best of 100")
+
+
+def test_everyone_tied_at_tenth_is_on_the_board_and_it_still_fits_the_projector(server, open_tab):
+    seed_tied_at_tenth(server, 3)
+    page = open_tab("/board", viewport={"width": 1920, "height": 1080}, device_scale_factor=1).page
+    expect(page.locator("#leaderboard .rank")).to_have_text([str(r) for r in range(1, 10)] + ["10"] * 3)
+    box = page.evaluate("""() => ({scroll: document.documentElement.scrollHeight,
+        last: document.querySelector('#leaderboard li:last-child').getBoundingClientRect().bottom,
+        text: parseFloat(getComputedStyle(document.querySelector('#leaderboard .name')).fontSize)})""")
+    assert box["scroll"] == 1080 and box["last"] <= 1080, box
+    assert box["text"] >= 54, box                  # as readable from the back as ten rows
+
+
+def test_many_tied_at_tenth_are_counted_on_the_board(server, open_tab):
+    seed_tied_at_tenth(server, 6)
+    page = open_tab("/board", viewport={"width": 1920, "height": 1080}, device_scale_factor=1).page
+    expect(page.locator("#leaderboard .name")).to_have_count(10)
+    expect(page.locator("#leaderboard li.more")).to_have_text("+5 more tied with 100")
+
+
 # ================================================================ the game on a phone
 
 def test_game_fits_a_phone_screen_without_sideways_scrolling(server, open_tab):
