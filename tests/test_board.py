@@ -299,8 +299,8 @@ def test_verified_runs_are_marked_with_a_link_to_watch_them(server, open_tab):
             {"rank": 3, "name": "Cy", "best": 341, "verified": False, "run": "r-18"}]
 
     def serve_players(page):
-        page.route("**/players?limit=10", lambda route: route.fulfill(status=200, content_type="application/json",
-                                                                      body=json.dumps(rows)))
+        page.route("**/players?limit=10&ties=1",
+                   lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(rows)))
     page = open_tab("/board", before_load=serve_players, **PROJECTOR).page
     expect(page.locator("#leaderboard li")).to_have_count(3)
     watch = page.locator("#leaderboard a.watch")
