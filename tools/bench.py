@@ -14,7 +14,7 @@ virtual environment:
 
     .venv/bin/python tools/bench.py                      # 100, 1000 and 100000 players
     .venv/bin/python tools/bench.py --players 1000 --duration 2
-    .venv/bin/python tools/bench.py --only console,reposts,tickets   # issue 15's figures
+    .venv/bin/python tools/bench.py --only console,reposts,tickets   # many clients against one writer
 """
 
 import argparse
