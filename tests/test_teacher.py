@@ -433,7 +433,7 @@ def test_each_score_shows_whether_it_was_verified_and_a_verified_run_can_be_watc
     post_score(server, "Ada", 99999)                                   # a curl post: kept, not verified
     page = open_teacher(open_tab, server).page
     row = open_player(page, "Ada")
-    expect(row.locator(".facts")).to_have_text(f"best 99,999 · 2 scores kept, 1 verified")
+    expect(row.locator(".facts")).to_have_text("best 99,999 · 2 scores kept, 1 verified")
     items = row.locator(".scores li")
     expect(items).to_have_count(2)
     expect(items.nth(0)).to_contain_text("99,999")
