@@ -4005,6 +4005,17 @@ class HeldNames:
         with self._lock:
             self._names.append((time.time(), name))
 
+    def clear(self):
+        """The teacher let them in: the console stops announcing them."""
+        with self._lock:
+            self._names.clear()
+
+    def joined(self, name):
+        with self._lock:
+            kept = [(at, held) for at, held in self._names if name_key(held) != name_key(name)]
+            self._names.clear()
+            self._names.extend(kept)
+
     def lately(self, now):
         """The names held in the last HELD_WINDOW_S, newest first."""
         with self._lock:
@@ -4248,6 +4259,7 @@ class App:
 
     def scored(self, name, score, new, client, verified):
         if new:
+            self.held.joined(name)
             self.event(f"new player {name!r} on device {self.device_of(client)}")
         self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))
 
@@ -4770,6 +4782,7 @@ class TeacherRoutes:
         """Lift the class rate of new names for LET_IN_S: a bigger class than usual is arriving."""
         self.teacher(request)
         self.act("let in")
+        self.app.held.clear()
         with self.app.read():
             return json_response({"let_in_until": self.app.state.classroom.let_in_until})
 
@@ -4798,7 +4811,9 @@ class TeacherRoutes:
         """Sign out every console, this one too; the key and new links still work."""
         self.teacher(request)
         self.app.teacher.sign_out_everyone()
-        self.app.event("teacher: every console signed out")
+        code = self.app.teacher.new_code(TEACHER_LINK_S, time.time())
+        # Printed even with --quiet: the printed link is the teacher's one way back in.
+        self.app.log(f"Every teacher console is signed out. New teacher link: {self.app.join_url}teacher#code={code}")
         return json_response({"status": "success"})
 
     @route("GET", "/admin/claims")

@@ -3526,6 +3526,9 @@ def test_open_on_my_phone_gives_a_fresh_one_time_link_and_everyone_can_be_signed
     assert proc.call("DELETE", "/admin/sessions", headers=phone).json() == {"status": "success"}
     for console in (laptop, phone):
         assert assert_json_error(proc.call("GET", "/admin/log", headers=console), 401)
+    way_back = re.findall(r"New teacher link: \S+/teacher#code=([A-Za-z0-9_-]+)", proc.output())
+    assert len(way_back) == 1                               # the teacher's way back in, in the server's window
+    assert sign_in(proc, way_back[0]).status == 201
 
 
 @pytest.mark.parametrize("body", [{}, {"code": 5}, {"code": ""}, {"code": "x" * 129}, [1]])

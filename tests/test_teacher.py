@@ -539,8 +539,10 @@ def test_pick_a_name_fills_the_field_with_a_name_the_server_accepts(server, open
     page.get_by_role("button", name="Pick a name for me").click()
     expect(field).not_to_have_value("")
     name = field.input_value()
-    status, body = http(server.url, "GET", "/names/check?name=" + urllib.parse.quote(name))
-    assert (status, body["name"]) == (200, name)
+    key = page.evaluate("localStorage.getItem('dino-player-key')")
+    check = "/names/check?name=" + urllib.parse.quote(name)
+    assert server.call("GET", check, headers={"Player-Key": key}).json() == {"name": name, "yours": False}
+    assert server.call("GET", check).status == 409      # held for this phone, not for another device
     expect(page.locator("#name-error")).to_be_empty()
     page.wait_for_timeout(400)              # past the field's own check
     expect(page.locator("#name-error")).to_be_empty()
