@@ -523,6 +523,7 @@ def test_the_console_fits_a_phone_runs_clean_and_names_stay_text(server, open_ta
     small = page.locator("button:visible").evaluate_all(
         "buttons => buttons.filter(b => b.getBoundingClientRect().height < 36).map(b => b.textContent)")
     assert small == []
+    page.evaluate("window.scrollTo(0, 0)")   # the first screen: the round's buttons and the switches
     page.screenshot(path=str(screenshot_path(tmp_path, "teacher.png")))
     page.wait_for_timeout(300)
     assert tab.dialogs == []
