@@ -192,8 +192,9 @@ class Proc:
     """python3 server.py as a child process, its stdout and stderr in files; restartable on its port."""
     counter = 0
 
-    def __init__(self, workdir, data_dir, *args, quiet=True, port=None):
+    def __init__(self, workdir, data_dir, *args, quiet=True, port=None, env=None):
         Proc.counter += 1
+        self.env = env or subprocess_env()   # e.g. another PYTHONIOENCODING, as another console would have
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
@@ -212,10 +213,10 @@ class Proc:
         return [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
                 "--data", str(self.data_dir), *self.args]
 
-    def launch(self, env=None):
+    def launch(self):
         with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
             self.p = subprocess.Popen(self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                      cwd=self.workdir, env=env or subprocess_env(), **child_options())
+                                      cwd=self.workdir, env=self.env, **child_options())
 
     def wait_ready(self, timeout=SERVER_START_S):
         """Wait until it answers and has printed its banner (so its Ctrl-C handler is in place too)."""
