@@ -40,7 +40,8 @@ def under_wine():
 # Wine keeps no Windows access lists on a Unix folder: it turns a new list into
 # the file's mode bits and makes up a list from those when asked, so the list
 # it shows is not the one the server set.
-UNDER_WINE = pytest.mark.skipif(under_wine(), reason="Wine maps a Windows access list to Unix mode bits and back: it cannot show the one the server set")
+UNDER_WINE = pytest.mark.skipif(under_wine(), reason="Wine maps a Windows access list to Unix mode bits "
+                                                      "and back: it cannot show the one the server set")
 
 
 # server.py with some of its module constants changed before main() runs:
