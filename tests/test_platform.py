@@ -154,8 +154,10 @@ def big_class(tmp_path_factory):
                 seen.journal_sizes.append(journal.stat().st_size if journal.exists() else 0)
         conn.close()
         seen.listed_while_serving = listed_scores(first)
-        # A compaction runs beside the writes; let the last one finish before looking for its leftovers.
-        eventually(lambda: not leftover_tmp_files(data), 30, "no .tmp file left in the data directory")
+        # A compaction runs beside the writes; give the last one time to finish before looking for leftovers.
+        settled = time.monotonic() + 30
+        while leftover_tmp_files(data) and time.monotonic() < settled:
+            time.sleep(0.1)
         seen.tmp_after_compactions = leftover_tmp_files(data)
         seen.has_snapshot = (data / "state.json").exists()
     finally:
