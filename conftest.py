@@ -4,6 +4,11 @@ The browser tests start server.py on a free loopback port with its own data
 directory and drive Debian's Chromium through Playwright. Without a browser
 they skip and say how to install one; with DINO_REQUIRE_BROWSER=1 (CI) a
 missing browser is a failure instead.
+
+The same tests run on Linux, macOS and Windows: a server child is stopped
+with the platform's own Ctrl-C and killed with Popen.kill() (kill -9, or
+TerminateProcess); a test that needs a Unix-only feature is marked
+@unix_only(why) and skips on Windows saying why.
 """
 
 import itertools
@@ -31,6 +36,7 @@ except ImportError:  # reported by the browser fixture, so every test says why i
 
 ROOT = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
+WINDOWS = sys.platform == "win32"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 LAUNCH_ARGS = [
     "--no-sandbox",                       # runs as root in containers and CI
@@ -47,6 +53,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobil
          "device_scale_factor": 3}
 
 SERVER_START_S = 10    # server.py answers /health-check well within this
+BANNER_END = "Press Ctrl-C to stop."   # the banner's last line, printed once the stop signals are handled
 CRASH_MS = 30_000      # a T-Rex that never jumps meets a cactus after about 5 s
 LIVE_MS = 2_000        # a posted score is on every open page within this (the issue asks for 1 s)
 RETRY_MS = 20_000      # the offline queue retries every 8 s at most, and on stream reopen
@@ -60,6 +67,63 @@ document.addEventListener('securitypolicyviolation', function (e) {
 """
 
 HOSTILE_NAMES = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
+
+
+# ---------------------------------------------------------------- the platform
+
+def unix_only(why):
+    """Mark a test that needs what Windows does not have; it skips there and says so."""
+    return pytest.mark.skipif(WINDOWS, reason=f"Unix only: {why}")
+
+
+# A Windows console delivers Ctrl-C to every process attached to it, so each
+# server child gets a console of its own (hidden), and this helper attaches to
+# that console alone and sends it Ctrl-C, ignoring the event itself. The test
+# process never gives up its own console. Ctrl-Break would need no attaching,
+# but Wine does not deliver it.
+WINDOWS_CTRL_C = """
+import ctypes, sys
+kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+kernel32.FreeConsole()
+if not kernel32.AttachConsole(int(sys.argv[1])):
+    sys.exit(f"AttachConsole failed: WinError {ctypes.get_last_error()}")
+kernel32.SetConsoleCtrlHandler(None, True)
+if not kernel32.GenerateConsoleCtrlEvent(0, 0):
+    sys.exit(f"GenerateConsoleCtrlEvent failed: WinError {ctypes.get_last_error()}")
+"""
+
+
+def child_options():
+    """Popen options for a server child: on Windows a hidden console of its own, so Ctrl-C reaches it alone."""
+    if not WINDOWS:
+        return {}
+    hidden = subprocess.STARTUPINFO(dwFlags=subprocess.STARTF_USESHOWWINDOW, wShowWindow=0)
+    return {"creationflags": subprocess.CREATE_NEW_CONSOLE, "startupinfo": hidden}
+
+
+def press_ctrl_c(popen):
+    """Send a child started with child_options() what Ctrl-C in its console sends: SIGINT, or CTRL_C_EVENT."""
+    if not WINDOWS:
+        popen.send_signal(signal.SIGINT)
+        return
+    helper = subprocess.run([sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
+                            stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS)
+    if helper.returncode != 0 and popen.poll() is None:
+        raise AssertionError(f"could not press Ctrl-C in the server's console: {helper.stderr!r}")
+
+
+def memory_mib(pid):
+    """The resident memory of process pid in MiB, or NaN where this platform gives no way to read it."""
+    status = Path(f"/proc/{pid}/status")
+    if status.exists():
+        for line in status.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    elif not WINDOWS and shutil.which("ps"):  # macOS: no /proc
+        answer = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True)
+        if answer.stdout.strip().isdigit():
+            return int(answer.stdout) / 1024
+    return float("nan")
 
 
 # ---------------------------------------------------------------- the server
@@ -118,7 +182,8 @@ def http(base, method, path, body=None):
 
 
 def subprocess_env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """The environment of a child python: unbuffered, UTF-8 on its pipes whatever the console's code page."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
     env.pop("PORT", None)
     return env
 
@@ -127,8 +192,9 @@ class Proc:
     """python3 server.py as a child process, its stdout and stderr in files; restartable on its port."""
     counter = 0
 
-    def __init__(self, workdir, data_dir, *args, quiet=True, port=None):
+    def __init__(self, workdir, data_dir, *args, quiet=True, port=None, env=None):
         Proc.counter += 1
+        self.env = env or subprocess_env()   # e.g. another PYTHONIOENCODING, as another console would have
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
@@ -143,20 +209,23 @@ class Proc:
     def url(self):
         return f"http://{HOST}:{self.port}"
 
+    def command(self):
+        return [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
+                "--data", str(self.data_dir), *self.args]
+
     def launch(self):
-        cmd = [sys.executable, str(ROOT / "server.py"), "--host", HOST, "--port", str(self.port),
-               "--data", str(self.data_dir), *self.args]
         with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
-            self.p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                      cwd=self.workdir, env=subprocess_env())
+            self.p = subprocess.Popen(self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                      cwd=self.workdir, env=self.env, **child_options())
 
     def wait_ready(self, timeout=SERVER_START_S):
+        """Wait until it answers and has printed its banner (so its Ctrl-C handler is in place too)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
                 raise AssertionError(f"server exited with {self.p.returncode}:\n{self.output()}")
             try:
-                if self.call("GET", "/health-check", timeout=1).status == 200:
+                if self.call("GET", "/health-check", timeout=1).status == 200 and BANNER_END in self.stdout():
                     return self
             except (OSError, HTTPException):
                 pass
@@ -172,10 +241,10 @@ class Proc:
         return call(self.port, method, path, body, headers, timeout, source)
 
     def stdout(self):
-        return self.out_path.read_text(errors="replace")
+        return self.out_path.read_text(encoding="utf-8", errors="replace")
 
     def stderr(self):
-        return self.err_path.read_text(errors="replace")
+        return self.err_path.read_text(encoding="utf-8", errors="replace")
 
     def output(self):
         return self.stdout() + self.stderr()
@@ -183,22 +252,23 @@ class Proc:
     log = output
 
     def rss_mib(self):
-        with open(f"/proc/{self.p.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return memory_mib(self.p.pid)
 
     def kill9(self):
-        self.p.send_signal(signal.SIGKILL)
+        """End it at once, with no chance to save: kill -9, or TerminateProcess on Windows."""
+        self.p.kill()
         self.p.wait(5)
 
+    def ctrl_c(self):
+        """Press Ctrl-C in the server's console (SIGINT, or CTRL_C_EVENT on Windows)."""
+        press_ctrl_c(self.p)
+
     def stop(self):
-        """SIGTERM, as Ctrl-C would; returns (exit code, seconds it took)."""
+        """Ctrl-C; returns (exit code, seconds it took)."""
         if self.p is None or self.p.poll() is not None:
             return None, 0.0
         began = time.monotonic()
-        self.p.send_signal(signal.SIGTERM)
+        self.ctrl_c()
         try:
             code = self.p.wait(10)
         except subprocess.TimeoutExpired:
