@@ -4362,7 +4362,7 @@ class BoardRoutes:
         app.active.seen(request.client)
         new = app.commit(lambda state: decide_score(state, name, score, device, now, owner=owner))
         app.scored(name, score, new, request.client, verified=False)
-        return SUCCESS_RESPONSE  # the seed's answer, exactly: its clients may compare it
+        return SUCCESS_RESPONSE  # {"status": "success"} exactly: older clients compare it
 
     @route("GET", r"/score/(?P<name>[^/]+)")
     def get_score(self, request, name):
