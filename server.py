@@ -2171,6 +2171,14 @@ class Suggestions:
         return found is not None and found[0] != holder and at < found[1]
 
 
+def own_claim(state, name, owner):
+    """``owner``'s claim on ``name``, or None if nobody has claimed it; another device's claim is a 409."""
+    claim = state.claims.of(name)
+    if claim is not None and claim["owner"] != owner:
+        raise name_claimed(claim["name"])
+    return claim
+
+
 def name_claimed(shown):
     return NameClaimed(HTTPStatus.CONFLICT, f"{shown!r} is already someone's name on another device. Pick another, "
                                           "or ask your teacher to move it to this device")
@@ -2560,9 +2568,7 @@ def decide_score(state, name, score, device, at, run=None, owner=None):
     own claim the score goes to the claimant's spelling, and a returning
     child (after a new round) is not a new name for the switches and rates.
     """
-    claim = state.claims.of(name)
-    if claim is not None and claim["owner"] != owner:
-        raise name_claimed(claim["name"])
+    claim = own_claim(state, name, owner)
     if claim is not None:
         name = claim["name"]
     elif state.suggested.held_for_another(name, owner or device, at):
@@ -2685,6 +2691,12 @@ def game_record(user_id, game_id, game_state, outcome, moved=False):
 
 def apply_game(state, record):
     return state.accounts.set_game(record)
+
+
+def apply_first_start(state, record):
+    """The server's very first start begins the first round (its start was unknown before)."""
+    if state.classroom.round["started_at"] is None:
+        state.classroom.round["started_at"] = record["at"]
 
 
 def admin_record(action, target, at, **fields):
@@ -2813,17 +2825,10 @@ RECORDS = {
     "game": (apply_game, lambda record: ()),          # one writer per game already: App's move locks
     "ticket": (apply_ticket, lambda record: ()),      # decides nothing: a full pool drops its oldest
     "admin": (apply_admin, lambda record: EVERYTHING),
+    "first start": (apply_first_start, lambda record: EVERYTHING),  # once, before the first answer
 }
 NEW_USER = ("new user",)
 
-
-def apply_first_start(state, record):
-    """The server's very first start begins the first round (its start was unknown before)."""
-    if state.classroom.round["started_at"] is None:
-        state.classroom.round["started_at"] = record["at"]
-
-
-RECORDS["first start"] = (apply_first_start, lambda record: EVERYTHING)
 
 
 class State:
@@ -4228,9 +4233,7 @@ class App:
         spends a device's new name.
         """
         with self.read():
-            claim = self.state.claims.of(name)
-            if claim is not None and claim["owner"] != owner:
-                raise name_claimed(claim["name"])
+            claim = own_claim(self.state, name, owner)
             if claim is not None:
                 return claim["name"]
             new = not self.leaderboard.has_player(name_key(name))
@@ -4449,9 +4452,7 @@ class BoardRoutes:
         name = clean_name(request.query.get("name", ""))
         owner, device = app.owner_of(request), app.device_of(request.client)
         with app.read():
-            claim = app.state.claims.of(name)
-            if claim is not None and claim["owner"] != owner:
-                raise name_claimed(claim["name"])
+            claim = own_claim(app.state, name, owner)
             if claim is not None:
                 return json_response({"name": claim["name"], "yours": True})
             if app.state.suggested.held_for_another(name, owner or device, int(app.clock())):
