@@ -645,24 +645,28 @@ class ClientLimits:
         self.enabled = enabled
         self.clock = clock
         self._lock = threading.Lock()
-        self._buckets = {}  # (kind, client) -> (tokens, monotonic time of the last update)
+        self._buckets = {}  # (what, client) -> (tokens, monotonic time of the last update)
 
     def take(self, kind, client, what):
-        """Spend one token of ``kind`` for ``client``, or refuse with 429 saying ``what`` was too many."""
+        """Spend one token of ``kind`` for ``client``, or refuse with 429 saying ``what`` was too many.
+
+        A bucket is named by ``what``, not by the kind's numbers: two kinds
+        with the same numbers (scores and suggested names) are two buckets.
+        """
         if not self.enabled:
             return
         burst, every_s = kind
         now = self.clock()
         with self._lock:
-            tokens, stamp = self._buckets.pop((kind, client), (burst, now))
+            tokens, stamp = self._buckets.pop((what, client), (burst, now))
             tokens = min(burst, tokens + (now - stamp) / every_s)
             if tokens < 1:
-                self._buckets[(kind, client)] = (tokens, now)
+                self._buckets[(what, client)] = (tokens, now)
                 wait_s = math.ceil((1 - tokens) * every_s)
                 raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
                                 f"too many {what} from this device: try again in {wait_s} s",
                                 headers=[("Retry-After", str(wait_s))])
-            self._buckets[(kind, client)] = (tokens - 1, now)  # re-inserted: the dict stays oldest first
+            self._buckets[(what, client)] = (tokens - 1, now)  # re-inserted: the dict stays oldest first
             if len(self._buckets) > MAX_TRACKED_CLIENTS:
                 self._forget_oldest()
 

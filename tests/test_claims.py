@@ -140,6 +140,14 @@ def test_twenty_children_asking_at_once_are_never_offered_the_same_name(server):
     assert len(offered) == 20 and len(set(offered)) == 20
 
 
+def test_pressing_pick_a_name_until_refused_never_costs_the_child_a_score_or_the_teacher_a_sign_in(server):
+    answers = [server.call("GET", "/names/suggest", headers=BEN_PHONE, source="127.0.3.9").status for _ in range(12)]
+    assert answers.count(200) == 10 and answers[-1] == 429      # suggestions have their own limit ...
+    assert post(server, "Ben", 5, BEN_PHONE, source="127.0.3.9").status == 200   # ... scores have theirs
+    reply = server.call("POST", "/teacher/session", {"code": "not-a-code"}, source="127.0.3.9")
+    assert reply.status == 401                                  # and sign-ins theirs, though all are 10 at once
+
+
 @pytest.mark.parametrize("key", ["short", "x" * 129, "has space in it 0123456789", "ünïcödé-0123456789abc"])
 def test_a_malformed_player_key_is_a_clear_400(server, key):
     reply = server.call("POST", "/score/Kim", {"score": 5}, headers={"Player-Key": key})
