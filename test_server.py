@@ -2302,13 +2302,17 @@ def test_move_before_start_is_409(live):
 
 @pytest.fixture(scope="module")
 def expired_user(srvmod, tmp_path_factory):
-    """A server with token_ttl=1 and a user who won one game, then expired."""
-    live = Live(srvmod, tmp_path_factory.mktemp("ttl") / "data", token_ttl=1)
+    """A server with token_ttl=5 and a user who won one game, then expired.
+
+    Not 1 s: a token's start is a whole second, so a 1-s token may last a few
+    milliseconds, less than a game takes on a loaded machine.
+    """
+    live = Live(srvmod, tmp_path_factory.mktemp("ttl") / "data", token_ttl=5)
     try:
         reply = live.post("/create/ghost")
         assert reply.status == 201
         token, expires_at = reply.json()["token"], reply.json()["expires_at"]
-        assert expires_at <= time.time() + 2
+        assert expires_at <= time.time() + 6
         live.ok("POST", "/start", token, game_id="random")
         outcome, _, _ = binary_search_game(live, token)
         assert outcome == "win"
