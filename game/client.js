@@ -13,7 +13,7 @@
 //   await DinoClient.recordedRun(id)                  a kept verified run; throws a sentence
 //   new DinoClient.RunTickets()                       a small stock of run tickets
 //   new DinoClient.ScoreQueue({...})                  finished runs, kept until the server has them
-//   new DinoClient.RaceClock()                        the server's clock, and the race on now
+//   new DinoClient.RaceClock()                        the server's clock; await .raceOn() the race on now
 //   await DinoClient.joinRace(id, name)               {race} or {error, status}
 //   new DinoClient.RaceSender({...})                  a race run's keys, sent as it is played
 (function () {
@@ -464,14 +464,32 @@
     now() { return Date.now() + this.offset; }
 
     /**
-     * Asks GET /races/current a few times, keeps the offset of the quickest answer, and
-     * returns {race} (null when there has never been one), or null while the server is out of reach.
+     * The race in its countdown or running, and the clock with it: {race} (race null when none is
+     * on), or null while the server is out of reach. GET /races says first whether one is on, as
+     * /races/current answers 404 before the first race (an error in the browser's console on every
+     * page load); then GET /races/current `samples` times (CLOCK_SAMPLES unless said) sets the
+     * offset from the quickest answer so far.
      */
-    async sync() {
+    async raceOn(samples) {
+      let list = null;
+      try {
+        const response = await request('/races');
+        list = response.ok ? await response.json() : null;
+      } catch (err) {
+        return null;
+      }
+      if (!Array.isArray(list)) return null;
+      const newest = list[0];
+      if (!newest || (newest.state !== 'countdown' && newest.state !== 'running')) return { race: null };
+      return this.sync(samples);
+    }
+
+    /** GET /races/current `samples` times: {race} with the clock's offset from the quickest answer. */
+    async sync(samples) {
       let found = null;
       let best = Infinity;
       let offset = 0;
-      for (let i = 0; i < CLOCK_SAMPLES; i++) {
+      for (let i = 0; i < (samples || CLOCK_SAMPLES); i++) {
         const sent = Date.now();
         let response;
         let body = null;
@@ -492,7 +510,7 @@
           offset = body.server_now - (sent + received) / 2;
         }
       }
-      if (best < Infinity) {
+      if (best < this.roundTrip) {   // a slower answer says less about the clock than one kept already
         this.offset = offset;
         this.roundTrip = best;
         this.known = true;

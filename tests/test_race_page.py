@@ -147,6 +147,18 @@ def test_page_opened_during_the_countdown_can_still_join(open_tab, server):
     expect(page.locator("#race-text")).to_contain_text("You are in the race as Bea")
 
 
+def test_page_without_the_live_stream_still_hears_of_the_race_and_joins(open_tab, server):
+    def no_stream(page):
+        page.route("**/events*", lambda route: route.abort())
+        saved_name("Kit")(page)
+
+    page = open_tab("/", before_load=no_stream).page
+    race = start_race(server, countdown_s=10)   # after the page's first look: only its polling can see it
+    state = wait_for_race(page, "r.joined")
+    assert state["raceId"] == race["id"]
+    assert racer(server, race["id"], "Kit") is not None
+
+
 def test_page_without_a_name_is_asked_for_one_and_can_watch(open_tab, server):
     page = open_tab("/").page
     race = start_race(server, countdown_s=10)
