@@ -109,6 +109,7 @@ REQUEST_DEADLINE_S = 10        # a whole request (line, headers, body) must arri
 SOCKET_TIMEOUT_S = REQUEST_DEADLINE_S  # a client silent this long is dropped (an idle keep-alive one
                                        # quietly); never shorter than the deadline
 MAX_CONNECTIONS = 256          # beyond this new connections get 503, so slow clients cannot exhaust threads
+CONNECTION_WAIT_S = 2          # ... once they waited this long for a slot: a burst of posts clears in milliseconds
 RESERVED_FILES = 64            # descriptors kept back from connections: data files, pages, the listener
 OPEN_FILES_WANTED = 4096       # raise the soft open-file limit this far, when the hard limit allows
 LISTEN_BACKLOG = 128           # a class of 30 opening the page at the same moment
@@ -120,7 +121,8 @@ MAX_STREAMS_WINDOWS = 500      # ... so fewer there
 STREAM_BUFFER_BYTES = 256 * 1024  # unsent events a page may fall behind by (a minute of a race), then dropped
 EVENTS_HEARTBEAT_S = 15        # comment line that keeps proxies and the browser from timing out
 EVENTS_COALESCE_S = 0.05       # the first change goes out at once; more within this window become one event
-LIVE_TOP_ROWS = 10             # rows a scores event carries: the pages' top 10 (ties added)
+LIVE_TOP_ROWS = 10             # rows a scores event carries: the pages' top 10 ...
+LIVE_TIED_ROWS = 5             # ... and this many tied with the 10th; beyond, only their count (pages show "+N")
 EVENTS_RETRY_MS = 3000         # how soon a browser reconnects a dropped stream
 
 TOKEN_TTL_S = 3600             # default lifetime of a game-API token
@@ -4219,7 +4221,7 @@ class Broadcaster:
 
     def __init__(self, limit_clients=True, top_players=None):
         self.limit_clients = limit_clients
-        self.top_players = top_players or (lambda: (0, []))  # () -> (board version, top-10 rows)
+        self.top_players = top_players or (lambda: (0, [], 0))  # () -> (board version, top rows, rows with ties)
         self.max_streams = stream_cap()
         self.subscribers = 0
         self.by_client = collections.Counter()  # open streams per client
@@ -4324,8 +4326,8 @@ class Broadcaster:
             self._wake_writer.close()
 
     def _scores_event(self):
-        version, rows = self.top_players()
-        return sse_event("scores", {"version": version, "players": rows})
+        version, rows, count = self.top_players()
+        return sse_event("scores", {"version": version, "players": rows, "count": count})
 
     def _take_adopted(self):
         with self._lock:
@@ -4736,10 +4738,18 @@ class App:
         return hashlib.sha256((self.device_salt + client).encode()).hexdigest()[:DEVICE_CHARS]
 
     def top_players(self):
-        """The board's version and its top rows with ties: what every scores event carries."""
+        """What every scores event carries: the board's version, its top rows with a few ties, how many tie.
+
+        A class whose runs all score alike ties hundreds at 10th; the event
+        stays a kilobyte, and pages say "+N more tied".
+        """
         with self.read():
             picture = self.leaderboard.picture(self.board_verified)
-        return picture.version, list(with_ties(picture.player_rows(0, ""), LIVE_TOP_ROWS, True))
+        rows, count = [], 0
+        for count, row in enumerate(with_ties(picture.player_rows(0, ""), LIVE_TOP_ROWS, True), 1):
+            if count <= LIVE_TOP_ROWS + LIVE_TIED_ROWS:
+                rows.append(row)
+        return picture.version, rows, count
 
     def scored(self, name, score, new, device, verified):
         if new:
@@ -6439,6 +6449,7 @@ class DinoServer(ThreadingHTTPServer):
         self._handed_over = set()  # live-page sockets the broadcaster took over from their handler
         self._idle = {}  # handlers waiting for a next request, longest-waiting first (a dict keeps order)
         self._guard = threading.Lock()
+        self._slot_freed = threading.Condition(self._guard)
         self._serving = False
         self._stopped = threading.Event()
         self.notes = []  # sentences for the banner, such as a built-in game a games file replaced
@@ -6487,7 +6498,7 @@ class DinoServer(ThreadingHTTPServer):
             refusal = None
             if self.client_limits and self._by_client[client] >= CONNECTIONS_PER_CLIENT:
                 refusal = CLIENT_BUSY_RESPONSE
-            elif self._connections >= self.max_connections and not self._close_an_idle_connection():
+            elif not self._wait_for_a_slot():
                 refusal = BUSY_RESPONSE
             else:
                 self._connections += 1
@@ -6504,6 +6515,7 @@ class DinoServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             with self._guard:
+                self._slot_freed.notify()
                 self._connections -= 1
                 self._by_client[client_address[0]] -= 1
                 if not self._by_client[client_address[0]]:
@@ -6538,6 +6550,20 @@ class DinoServer(ThreadingHTTPServer):
                 self._idle[handler] = None
             else:
                 self._idle.pop(handler, None)
+
+    def _wait_for_a_slot(self):
+        """Whether a connection slot is free, or an idle one gave way, within CONNECTION_WAIT_S (under _guard).
+
+        The accept loop waits here, and later connections wait in the listen
+        backlog: a burst of a class's posts is served in turn, not refused.
+        """
+        give_up = time.monotonic() + CONNECTION_WAIT_S
+        while self._connections >= self.max_connections and not self._close_an_idle_connection():
+            left = give_up - time.monotonic()
+            if left <= 0 or self._stopped.is_set():
+                return False
+            self._slot_freed.wait(left)
+        return True
 
     def _close_an_idle_connection(self):
         """Give the longest-idle keep-alive connection's slot to a new one: True if there was one.

@@ -34,7 +34,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from conftest import WINDOWS, Proc, Reply, call, free_port, subprocess_env, unix_only
+from conftest import (WINDOWS, Proc, Reply, call, count_unverified, free_port, post_score, subprocess_env,
+                      unix_only)
 
 REPO = Path(__file__).resolve().parent
 SERVER_PY = REPO / "server.py"
@@ -1148,6 +1149,38 @@ def test_connections_beyond_the_cap_get_a_json_503(live):
     while live.get("/health-check").status != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert live.get("/health-check").status == 200
+
+
+def test_an_idle_keep_alive_connection_gives_its_slot_to_a_new_one(live):
+    live.srv.max_connections = 2
+    idle = [RawConnection(live.port) for _ in range(2)]
+    try:
+        for conn in idle:
+            conn.send(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.response().status == 200          # now idle, kept alive
+        reply = raw_exchange(live.port, b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.status == 200
+        assert sum(conn.closed_by_server(timeout=5) for conn in idle) == 1   # the longest idle gave way
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def test_a_connection_at_the_cap_waits_for_a_slot_instead_of_a_503(live):
+    live.srv.max_connections = 1
+    busy = RawConnection(live.port)
+    try:
+        busy.send(b"GET /health-check HTTP/1.1\r\nHo")      # mid-request: not idle, its slot is taken
+        time.sleep(0.3)
+        waiting = RawConnection(live.port)
+        waiting.send(b"GET /health-check HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        busy.send(b"st: x\r\nConnection: close\r\n\r\n")   # the first request ends and frees the slot
+        assert busy.response().status == 200
+        assert waiting.response().status == 200
+        waiting.close()
+    finally:
+        busy.close()
 
 
 # ==========================================================================
@@ -2890,9 +2923,27 @@ def test_events_stream_announces_leaderboard_changes(live):
             block = read_event(conn)
         second = json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))
         assert second["version"] > first["version"]
-        assert second["players"] == live.get("/players?limit=10&ties=1").json()
+        top = live.get("/players?limit=10&ties=1").json()
+        assert second["players"] == top and second["count"] == len(top)
     finally:
         conn.close()
+
+
+def test_a_scores_event_carries_the_top_rows_and_only_counts_the_many_tied_beyond(live):
+    count_unverified(live)
+    for child in range(30):
+        post_score(live, f"tied{child}", 77)
+    conn = RawConnection(live.port, timeout=5)
+    try:
+        conn.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        block = read_event(conn)
+        while "event: scores" not in block:
+            block = read_event(conn)
+        event = json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))
+    finally:
+        conn.close()
+    assert event["count"] == 30
+    assert event["players"] == live.get("/players?limit=10&ties=1").json()[:15]
 
 
 def test_event_subscribers_beyond_the_cap_get_a_json_503(live):

@@ -39,6 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # server.py and conftest.py
 import server as dino  # noqa: E402
 from conftest import Proc, count_unverified  # noqa: E402  the tests' server process and the teacher's switch
+import bench_live  # noqa: E402  live pages and the class race
 
 CONNECTIONS = 8     # like ../shared/bench/sidebyside.py: wrk -t1 -c8
 API_USERS = 1000    # users playing "random" in the /move measurement
@@ -982,7 +983,8 @@ def report_events(repeat):
                 ["run", "deliveries", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows())
 
 
-MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events", "console", "reposts", "tickets")
+MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events", "console", "reposts", "tickets",
+                "pages", "burst300", "race")
 
 
 def main(argv=None):
@@ -1019,6 +1021,12 @@ def main(argv=None):
         report_reposts(args.repeat)
     if "tickets" in chosen:
         report_tickets(args.repeat)
+    if "pages" in chosen:
+        bench_live.report_pages(args.repeat)
+    if "burst300" in chosen:
+        bench_live.report_burst300(args.repeat)
+    if "race" in chosen:
+        bench_live.report_race(args.repeat)
     return 0
 
 if __name__ == "__main__":
