@@ -44,6 +44,7 @@ import os
 import random
 import re
 import secrets
+import selectors
 import signal
 import socket
 import socketserver
@@ -113,9 +114,13 @@ OPEN_FILES_WANTED = 4096       # raise the soft open-file limit this far, when t
 LISTEN_BACKLOG = 128           # a class of 30 opening the page at the same moment
 SHUTDOWN_DRAIN_S = 1.2         # Ctrl-C waits this long for requests in flight, then compacts and exits
 
-MAX_SUBSCRIBERS = 128          # open live pages (/events); a class of 30 with a few tabs each
+MAX_STREAMS = 2000             # open live pages (/events): each costs a socket and a buffer, not a thread,
+                               # so a school's 1,000 pages fit; Windows' select() takes at most 512
+MAX_STREAMS_WINDOWS = 500      # ... so fewer there
+STREAM_BUFFER_BYTES = 256 * 1024  # unsent events a page may fall behind by (a minute of a race), then dropped
 EVENTS_HEARTBEAT_S = 15        # comment line that keeps proxies and the browser from timing out
 EVENTS_COALESCE_S = 0.05       # the first change goes out at once; more within this window become one event
+LIVE_TOP_ROWS = 10             # rows a scores event carries: the pages' top 10 (ties added)
 EVENTS_RETRY_MS = 3000         # how soon a browser reconnects a dropped stream
 
 TOKEN_TTL_S = 3600             # default lifetime of a game-API token
@@ -150,6 +155,22 @@ MAX_RUN_INPUTS = 20_000        # key changes in one run: two hours of hard play 
 MAX_RUN_BYTES = 256 * 1024     # the body of a posted run (a minute of play is about 2 KB)
 RUN_SLACK_S = 2                # timers and the network may make a run look this much quicker than it was
 MAX_RUN_ID_CHARS = 64          # a run id is opaque, but short
+
+RACE_COUNTDOWN_S = (3, 5, 60)  # (least, default, most) seconds of a race's countdown: time to finish a jump
+RACE_TIME_LIMIT_S = (10, 300, 1800)  # (least, default, most) seconds a race may last: a lesson's slot
+RACE_MAX_TICKS = 1800 * 60     # no race lasts longer than the longest time limit
+RACE_SLACK_S = 1               # inputs arriving more than this behind the race clock are marked late
+RACE_LATE_S = 20               # ... more than this (a Wi-Fi drop) are refused; a racer silent this long is out
+RACE_QUIET_S = 2               # a racer silent this long (8 missed batches) shows as "reconnecting"
+RACE_AHEAD_S = 1               # a batch may be this far ahead of the server's race clock (clock estimates)
+RACE_BATCHES = (8, 0.25)       # per device: a batch every 250 ms, after a burst of 8 (a page back on Wi-Fi)
+RACE_JOINS = (10, 6)           # per device: joining, as often as a child posts scores
+MAX_RACERS = 200               # racers in one race: a class, and a few classes together in a hall
+MAX_RACES_KEPT = 200           # races whose results are kept: a school year of Friday races
+RACES_WATCHABLE = 20           # ... of which the newest keep their inputs, to watch again (30 racers: ~2 MB)
+RACE_KEEPER_S = 0.25           # how often a race on is checked: statuses, its end, what the board is told
+RACE_EVENT_S = 0.25            # race events at most this often: the standings move 4 times a second
+RACE_IDLE_CHECK_S = 5          # with no race on, the race thread looks this seldom
 
 AUDIT_KEPT = 1000              # teacher actions listed in the audit: a term of lessons
 MAX_BLOCKED_WORDS = 200        # the teacher's own list of words no name may hold
@@ -697,8 +718,9 @@ class ClientLimits:
 #                         taken under it (below); only the one writer of a group
 #                         commit changes the State, holding it, and never while
 #                         it waits for the disk.
-#   Broadcaster._cond     the live-update version and the stream counts.  Taken
-#                         inside Storage.lock when a board changes.
+#   Broadcaster._lock     the stream counts and what waits to go out.  Taken
+#                         for a moment, inside Storage.lock when a board changes;
+#                         the broadcaster's own thread sends without it.
 #   Replays._lock         runs.jsonl, its index and the runs in flight.  Taken
 #                         alone: a replay is written before its score commits.
 #   Taken alone, for a moment: RunVerifier._lock (verdicts, replay counts, the
@@ -2175,6 +2197,81 @@ class Suggestions:
         return found is not None and found[0] != holder and at < found[1]
 
 
+class RaceJudge:
+    """Each racer's world, advanced as their inputs arrive: the server's own view of the race.
+
+    Not saved: a world is a cache of the racer's stored inputs, rebuilt from
+    them whenever it does not match the state (after a restart, or a batch
+    the writer decided on but the disk refused).
+    """
+
+    def __init__(self):
+        self._worlds = {}  # (race id, racer key) -> [world, inputs applied, pending key changes, keys held]
+
+    def advance(self, config, race, racer, inputs, until_tick):
+        """(distance, score, crash tick or None) once ``inputs`` are added and the world is played to ``until_tick``."""
+        entry = self._worlds.get((race["id"], racer["key"]))
+        if entry is None or entry[0].ticks != racer["tick"] or entry[1] != len(racer["inputs"]):
+            entry = self._rebuild(config, race, racer)
+        world, _, changes, keys = entry
+        for tick, jump, duck in inputs:
+            changes[tick] = (jump == 1, duck == 1)
+        while not world.crashed and world.ticks < until_tick:
+            if world.ticks in changes:
+                keys[:] = changes.pop(world.ticks)
+            sim_tick(world, *keys)
+        entry[1] += len(inputs)
+        return int(world.distance), sim_score(world), world.ticks if world.crashed else None
+
+    def _rebuild(self, config, race, racer):
+        world = SimWorld(SimRules(config), race["seed"], race["width"])
+        entry = self._worlds[(race["id"], racer["key"])] = [world, 0, {}, [False, False]]
+        self.advance(config, race, dict(racer, inputs=[], tick=0), racer["inputs"], racer["tick"])
+        return entry
+
+    def forget(self, race_id, key=None):
+        for world_key in [k for k in self._worlds if k[0] == race_id and key in (None, k[1])]:
+            del self._worlds[world_key]
+
+
+class Races:
+    """The class races: each one's settings, racers, inputs and results.
+
+    A race is "countdown" until its start, "running" until its "end" is
+    set (finished, time limit, stopped, interrupted), then "done".  Inputs
+    are kept for the last RACES_WATCHABLE races, to watch them again.
+    """
+
+    def __init__(self):
+        self.by_id = {}           # race id -> race, in the order they were run
+        self.judge = RaceJudge()
+
+    def newest(self):
+        return self.by_id[next(reversed(self.by_id))] if self.by_id else None
+
+    def on(self):
+        """The race in countdown or running, or None."""
+        race = self.newest()
+        return race if race is not None and race["end"] is None else None
+
+    def add(self, record):
+        race = {field: record[field] for field in RACE_FIELDS}
+        race.update(racers={}, end=None, ended_at=None)
+        self.by_id[race["id"]] = race
+        for old_id in list(self.by_id)[:-RACES_WATCHABLE]:
+            for racer in self.by_id[old_id]["racers"].values():
+                racer["inputs"] = None   # results stay; the replay is gone
+        while len(self.by_id) > MAX_RACES_KEPT:
+            del self.by_id[next(iter(self.by_id))]
+
+    def snapshot_parts(self):
+        return {"races": copy_json(list(self.by_id.values()))}
+
+    def load_snapshot(self, data):
+        self.by_id = {race["id"]: race for race in data.get("races", [])}
+        self.judge = RaceJudge()
+
+
 def own_claim(state, name, owner):
     """``owner``'s claim on ``name``, or None if nobody has claimed it; another device's claim is a 409."""
     claim = state.claims.of(name)
@@ -2823,6 +2920,209 @@ ADMIN_ACTIONS = {
 # Every kind of record: the applier that replays it, and what it touches.
 # A teacher's action touches everything: it waits for every queued record,
 # and every decision waits for it.
+# -- races
+
+RACE_FIELDS = ("id", "title", "seed", "width", "countdown_s", "time_limit_s", "created_at", "starts_at", "ends_by",
+               "round")
+
+
+class AlreadyDone(Exception):
+    """What a request asked for is the state already (a page joining twice): nothing to record."""
+
+
+def race_phase(race, now_ms):
+    if race["end"] is not None:
+        return "done"
+    return "countdown" if now_ms < race["starts_at"] else "running"
+
+
+def racer_status(race, racer, now_ms):
+    """What the board shows of a racer: waiting, racing, reconnecting, crashed, out, or finished."""
+    if racer.get("status"):
+        return racer["status"]          # set when the race ended
+    if racer["crashed_at"] is not None:
+        return "crashed"
+    if racer["quit"]:
+        return "out"
+    if now_ms < race["starts_at"]:
+        return "waiting"
+    silent_ms = now_ms - (racer["heard"] or race["starts_at"])
+    if silent_ms > RACE_LATE_S * 1000:
+        return "out"
+    return "reconnecting" if silent_ms > RACE_QUIET_S * 1000 else "racing"
+
+
+def racers_by_place(race):
+    """Racers best first: the farthest, then who joined first."""
+    return sorted(race["racers"].values(), key=lambda racer: (-racer["distance"], racer["n"]))
+
+
+def decide_race(state, fields, now_ms):
+    """The record that starts a race, or a 409 while another is on."""
+    if state.races.on() is not None:
+        raise HTTPError(HTTPStatus.CONFLICT, "a race is on already: wait for its end, or stop it first")
+    newest = state.races.newest()
+    starts_at = now_ms + fields["countdown_s"] * 1000
+    return {"op": "race", "id": newest["id"] + 1 if newest else 1, **fields, "created_at": now_ms,
+            "starts_at": starts_at, "ends_by": starts_at + fields["time_limit_s"] * 1000,
+            "round": state.classroom.round["id"]}
+
+
+def race_or_404(state, race_id):
+    race = state.races.by_id.get(race_id)
+    if race is None:
+        raise HTTPError(HTTPStatus.NOT_FOUND, f"there is no race {race_id}")
+    return race
+
+
+def decide_join(state, race_id, name, owner, device, now_ms):
+    """The record of a page joining a race in its countdown under its own name."""
+    race = race_or_404(state, race_id)
+    phase = race_phase(race, now_ms)
+    if phase != "countdown":
+        started = "the race has started" if phase == "running" else "the race is over"
+        raise HTTPError(HTTPStatus.CONFLICT, f"{started}: watch it on the board, and join the next one")
+    claim = own_claim(state, name, owner)
+    if claim is not None:
+        name = claim["name"]
+    elif state.suggested.held_for_another(name, owner, now_ms // 1000):
+        raise HTTPError(HTTPStatus.CONFLICT, f"{name!r} was just offered to another device; pick another name")
+    elif not state.leaderboard.has_player(name_key(name)):
+        refuse_board_marks(name, "name")
+        refuse_rude(state, name)
+        refuse_lookalike(state, name)
+    key, shape = name_key(name), skeleton(name)
+    for racer in race["racers"].values():
+        if racer["owner"] == owner:
+            if racer["key"] == key:
+                raise AlreadyDone()
+            raise HTTPError(HTTPStatus.CONFLICT, f"this device races as {racer['name']!r} in this race already")
+        if skeleton(racer["name"]) == shape:
+            raise name_claimed(racer["name"])
+    if len(race["racers"]) >= MAX_RACERS:
+        raise HTTPError(HTTPStatus.CONFLICT, f"the race is full ({MAX_RACERS} racers); watch this one")
+    return {"op": "race join", "race": race_id, "name": name, "key": key, "owner": owner, "device": device,
+            "at": now_ms}
+
+
+def apply_race_join(state, record):
+    race = state.races.by_id[record["race"]]
+    race["racers"][record["key"]] = {
+        "name": record["name"], "key": record["key"], "owner": record["owner"], "device": record["device"],
+        "n": len(race["racers"]) + 1, "joined": record["at"], "seq": 0, "tick": 0, "inputs": [], "late": False,
+        "first_tick_at": None, "heard": None, "distance": 0, "score": 0, "crashed_at": None, "quit": False,
+        "place": None, "status": None, "run": None}
+
+
+def racer_of(race, owner, name):
+    """The racer this page races as; 409 for a page not in the race, or inputs for another device's racer."""
+    if name is not None:
+        racer = race["racers"].get(name_key(name))
+        if racer is not None and racer["owner"] != owner:
+            raise HTTPError(HTTPStatus.CONFLICT, f"{racer['name']!r} races from another device: these inputs "
+                                                 "are not theirs")
+    for racer in race["racers"].values():
+        if racer["owner"] == owner:
+            return racer
+    raise HTTPError(HTTPStatus.CONFLICT, "this page is not in this race: it joins during the countdown")
+
+
+def decide_race_inputs(state, config, race_id, owner, batch, now_ms):
+    """The record of one batch of a racer's key changes, judged: where the server's replay has them."""
+    race = race_or_404(state, race_id)
+    phase = race_phase(race, now_ms)
+    if phase != "running":
+        raise HTTPError(HTTPStatus.CONFLICT, "the race has not started yet" if phase == "countdown"
+                        else "this race is over: its results are kept")
+    racer = racer_of(race, owner, batch["name"])
+    if racer["crashed_at"] is not None or racer["quit"]:
+        raise HTTPError(HTTPStatus.CONFLICT, f"{racer['name']!r} is out of this race already")
+    if batch["seq"] != racer["seq"]:
+        raise HTTPError(HTTPStatus.CONFLICT, f"batch {racer['seq']} was expected, not {batch['seq']}: "
+                                             "send everything since the last accepted batch under its number")
+    tick, inputs = batch["tick"], batch["inputs"]
+    last = racer["inputs"][-1][0] if racer["inputs"] else -1
+    if tick < racer["tick"] or (inputs and (inputs[0][0] <= last or inputs[0][0] < racer["tick"]
+                                            or inputs[-1][0] > tick)):
+        raise HTTPError(HTTPStatus.CONFLICT, "ticks out of order: a batch holds the key changes after the "
+                                             "previous batch's tick, up to its own")
+    per_s = config["ticksPerSecond"]
+    race_ticks = (now_ms - race["starts_at"]) * per_s / 1000
+    if tick > race_ticks + RACE_AHEAD_S * per_s:
+        raise HTTPError(HTTPStatus.CONFLICT, "the batch is ahead of the race clock: a run is sent as it is "
+                                             "played, not before")
+    if now_ms - (racer["heard"] or race["starts_at"]) > RACE_LATE_S * 1000:
+        raise HTTPError(HTTPStatus.CONFLICT, f"{racer['name']!r} was out of touch more than {RACE_LATE_S} s "
+                                             "and is out at the last distance the server had")
+    behind = race_ticks - (inputs[0][0] if inputs else tick)
+    if behind > RACE_LATE_S * per_s:
+        raise HTTPError(HTTPStatus.CONFLICT, f"these inputs are more than {RACE_LATE_S} s late; they are not taken")
+    if len(racer["inputs"]) + len(inputs) > MAX_RUN_INPUTS:
+        raise unprocessable(f"a race run takes at most {MAX_RUN_INPUTS} key changes")
+    distance, score, crashed_at = state.races.judge.advance(config, race, racer, inputs, tick)
+    record = {"op": "race inputs", "race": race_id, "key": racer["key"], "batch": batch["seq"], "tick": tick,
+              "inputs": inputs, "late": behind > RACE_SLACK_S * per_s, "at": now_ms, "distance": distance,
+              "score": score, "crashed_at": crashed_at, "quit": batch["crashed"] and crashed_at is None}
+    if batch["seq"] == 0 and batch["first_tick_at"] is not None:
+        record["first_tick_at"] = batch["first_tick_at"]
+    return record
+
+
+def apply_race_inputs(state, record):
+    racer = state.races.by_id[record["race"]]["racers"][record["key"]]
+    racer["inputs"].extend(record["inputs"])
+    racer["seq"] = record["batch"] + 1
+    racer["late"] = racer["late"] or record["late"]
+    for field in ("tick", "distance", "score", "crashed_at", "quit"):
+        racer[field] = record[field]
+    racer["heard"] = record["at"]
+    if "first_tick_at" in record:
+        racer["first_tick_at"] = record["first_tick_at"]
+    return racer
+
+
+def race_end_reason(race, now_ms):
+    """Why the running race ends now (every racer crashed or out, or the time is up), or None."""
+    if race["end"] is not None or now_ms < race["starts_at"]:
+        return None
+    if now_ms >= race["ends_by"]:
+        return "time limit"
+    if all(racer_status(race, racer, now_ms) in ("crashed", "out") for racer in race["racers"].values()):
+        return "finished"
+    return None
+
+
+def decide_race_end(state, race_id, reason, now_ms):
+    """The record that ends a race with its places; AlreadyDone if it has ended meanwhile."""
+    race = race_or_404(state, race_id)
+    if race["end"] is not None:
+        raise AlreadyDone()
+    if reason is None:
+        reason = race_end_reason(race, now_ms)
+        if reason is None:
+            raise AlreadyDone()
+    results = []
+    for place, racer in enumerate(racers_by_place(race), 1):
+        status = racer_status(race, racer, now_ms)
+        results.append({"key": racer["key"], "place": place,
+                        "status": "finished" if status in ("racing", "reconnecting", "waiting") else status})
+    return {"op": "race end", "race": race_id, "end": reason, "at": now_ms, "results": results}
+
+
+def apply_race_end(state, record):
+    race = state.races.by_id[record["race"]]
+    race["end"], race["ended_at"] = record["end"], record["at"]
+    for result in record["results"]:
+        race["racers"][result["key"]].update(place=result["place"], status=result["status"])
+    state.races.judge.forget(race["id"])
+    return race
+
+
+def apply_race_run(state, record):
+    """A racer's run was kept as a verified run: its id, to watch it again from the board."""
+    state.races.by_id[record["race"]]["racers"][record["key"]]["run"] = record["run"]
+
+
 RECORDS = {
     "score": (apply_score, score_touches),
     "user": (apply_user, lambda record: (NEW_USER,)),
@@ -2830,6 +3130,11 @@ RECORDS = {
     "ticket": (apply_ticket, lambda record: ()),      # decides nothing: a full pool drops its oldest
     "admin": (apply_admin, lambda record: EVERYTHING),
     "first start": (apply_first_start, lambda record: EVERYTHING),  # once, before the first answer
+    "race": (lambda state, record: state.races.add(record) or record, lambda record: EVERYTHING),
+    "race join": (apply_race_join, lambda record: (("race", record["race"]),)),
+    "race inputs": (apply_race_inputs, lambda record: (("race", record["race"], record["key"]),)),
+    "race end": (apply_race_end, lambda record: EVERYTHING),  # the results read every racer
+    "race run": (apply_race_run, lambda record: ()),
 }
 NEW_USER = ("new user",)
 
@@ -2845,6 +3150,7 @@ class State:
         self.classroom = Classroom()
         self.claims = NameClaims()
         self.suggested = Suggestions()
+        self.races = Races()
 
     def apply(self, record):
         """Change the state by one journal record; return what its applier returns."""
@@ -2863,13 +3169,13 @@ class State:
     def snapshot_parts(self):
         """A consistent copy of everything, taken by the writer while the state is still."""
         return (self.leaderboard.snapshot_parts(), self.accounts.snapshot_parts(), self.tickets.snapshot_parts(),
-                self.classroom.snapshot_parts(), self.claims.snapshot_parts())
+                self.classroom.snapshot_parts(), self.claims.snapshot_parts(), self.races.snapshot_parts())
 
     def snapshot_from_parts(self, parts):
         """The snapshot's JSON object, built from the copy with no lock held."""
-        board, accounts, tickets, classroom, claims = parts
+        board, accounts, tickets, classroom, claims, races = parts
         return {**Leaderboard.snapshot_from_parts(board), **Accounts.snapshot_from_parts(accounts), **tickets,
-                **Classroom.snapshot_from_parts(classroom), **claims}
+                **Classroom.snapshot_from_parts(classroom), **claims, **races}
 
     def load_snapshot(self, snapshot):
         self.leaderboard.load_snapshot(snapshot)
@@ -2877,6 +3183,7 @@ class State:
         self.tickets.load_snapshot(snapshot)
         self.classroom.load_snapshot(snapshot)
         self.claims.load_snapshot(snapshot)
+        self.races.load_snapshot(snapshot)
 
 
 # ---------------------------------------------------------------------------
@@ -3892,85 +4199,246 @@ def page_security_headers(body):
 # The event stream
 # ---------------------------------------------------------------------------
 
-class Broadcaster:
-    """Tells open /events streams that the leaderboard changed."""
+class LiveStream:
+    """One live page's socket and the bytes waiting for it."""
 
-    def __init__(self, limit_clients=True):
-        self._cond = threading.Condition()
-        self.version = 0
+    __slots__ = ("sock", "client", "pending", "inputs")
+
+    def __init__(self, sock, client, inputs):
+        self.sock = sock
+        self.client = client
+        self.pending = bytearray()
+        self.inputs = inputs   # whether it wants racers' inputs too (the board, for its ghosts)
+
+
+def sse_event(kind, data):
+    """One Server-Sent Event: ``kind`` and its JSON ``data`` on one line."""
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps(data, separators=(",", ":")).encode())
+
+
+class Broadcaster:
+    """Writes every open /events stream from one thread, with non-blocking sends.
+
+    A request thread answers /events with its headers and hands the socket
+    over (adopt); from then on a stream costs a socket and a buffer, not a
+    thread.  Whoever has news calls ``changed`` (the leaderboard) or
+    ``publish`` (a race): both only note it and wake the thread, so the
+    writer never waits on a reader.  A scores event carries the class's top
+    10, so a thousand pages do not each ask for it again.
+    """
+
+    def __init__(self, limit_clients=True, top_players=None):
+        self.limit_clients = limit_clients
+        self.top_players = top_players or (lambda: (0, []))  # () -> (board version, top-10 rows)
+        self.max_streams = stream_cap()
         self.subscribers = 0
         self.by_client = collections.Counter()  # open streams per client
-        self.limit_clients = limit_clients
         self.closing = False
+        self._lock = threading.Lock()
+        self._adopted = []        # sockets handed over, not yet registered
+        self._published = []      # race events waiting to go out
+        self._changed = False     # the leaderboard changed since the last scores event
+        self._streams = {}        # socket -> LiveStream
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        self._thread = None
+
+    # -- what other threads call: each only notes and wakes ------------------
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="broadcaster", daemon=True)
+        self._thread.start()
 
     def changed(self):
-        with self._cond:
-            self.version += 1
-            self._cond.notify_all()
+        self._changed = True
+        self._wake()
+
+    def publish(self, kind, data, inputs=False):
+        """Send an event to every stream, or with ``inputs`` only to those that asked for racers' inputs."""
+        event = sse_event(kind, data)
+        with self._lock:
+            self._published.append((event, inputs))
+        self._wake()
 
     def subscribe(self, client):
         """Take a stream slot for ``client``, or refuse with 429 (this client's share) or 503 (all taken)."""
-        with self._cond:
+        with self._lock:
             if self.limit_clients and self.by_client[client] >= STREAMS_PER_CLIENT:
                 raise HTTPError(HTTPStatus.TOO_MANY_REQUESTS,
                                 f"this device has {STREAMS_PER_CLIENT} live pages open, its share; the page "
                                 "falls back to refreshing every few seconds", headers=[("Retry-After", "30")])
-            if self.subscribers >= MAX_SUBSCRIBERS:
+            if self.subscribers >= self.max_streams:
                 raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
-                                f"too many live pages are open (limit {MAX_SUBSCRIBERS}); "
+                                f"too many live pages are open (limit {self.max_streams}); "
                                 "the page falls back to refreshing every few seconds")
             self.subscribers += 1
             self.by_client[client] += 1
 
     def unsubscribe(self, client):
-        with self._cond:
+        with self._lock:
             self.subscribers -= 1
             self.by_client[client] -= 1
             if not self.by_client[client]:
                 del self.by_client[client]
 
-    def wait(self, seen, timeout):
-        """The version once it differs from ``seen`` (or after ``timeout``); None when closing."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.version != seen or self.closing, timeout)
-            return None if self.closing else self.version
+    def adopt(self, sock, client, inputs=False):
+        """Take over a stream whose headers are sent; its slot is released when it closes."""
+        with self._lock:
+            self._adopted.append(LiveStream(sock, client, inputs))
+        self._wake()
 
     def close(self):
-        with self._cond:
-            self.closing = True
-            self._cond.notify_all()
+        self.closing = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def _wake(self):
+        with contextlib.suppress(OSError):  # full: the thread is awake already
+            self._wake_writer.send(b"\0")
+
+    # -- the broadcaster's own thread ---------------------------------------
+
+    def _run(self):
+        next_scores = next_ping = time.monotonic()
+        try:
+            while not self.closing:
+                now = time.monotonic()
+                wait = next_ping - now
+                if self._changed:
+                    wait = min(wait, next_scores - now)
+                for key, mask in self._selector.select(max(0.0, wait)):
+                    self._on_ready(key.fileobj, mask)
+                self._take_adopted()
+                now = time.monotonic()
+                with self._lock:
+                    published, self._published = self._published, []
+                if published:
+                    self._send_all(b"".join(event for event, inputs in published if not inputs))
+                    self._send_all(b"".join(event for event, inputs in published if inputs), inputs_only=True)
+                if self._changed and now >= next_scores:
+                    self._changed = False
+                    next_scores = now + EVENTS_COALESCE_S
+                    self._send_all(self._scores_event())
+                if now >= next_ping:
+                    next_ping = now + EVENTS_HEARTBEAT_S
+                    self._send_all(b": ping\n\n")
+        finally:
+            for stream in list(self._streams.values()):
+                self._drop(stream)
+            self._selector.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
+
+    def _scores_event(self):
+        version, rows = self.top_players()
+        return sse_event("scores", {"version": version, "players": rows})
+
+    def _take_adopted(self):
+        with self._lock:
+            adopted, self._adopted = self._adopted, []
+        if not adopted:
+            return
+        first = self._scores_event()  # a page that (re)connects hears the board at once
+        for stream in adopted:
+            stream.sock.setblocking(False)
+            self._streams[stream.sock] = stream
+            self._selector.register(stream.sock, selectors.EVENT_READ)
+            self._send(stream, first)
+
+    def _on_ready(self, sock, mask):
+        if sock is self._wake_reader:
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):
+                    pass
+            return
+        stream = self._streams.get(sock)
+        if stream is None:
+            return
+        if mask & selectors.EVENT_READ:
+            try:
+                data = sock.recv(1024)
+            except BlockingIOError:
+                data = b"-"
+            except OSError:
+                data = b""
+            if not data:  # the page closed: a page never sends on its stream
+                self._drop(stream)
+                return
+        if mask & selectors.EVENT_WRITE:
+            self._send(stream, b"")
+
+    def _send_all(self, event, inputs_only=False):
+        if not event:
+            return
+        for stream in list(self._streams.values()):
+            if stream.inputs or not inputs_only:
+                self._send(stream, event)
+
+    def _send(self, stream, data):
+        """Queue ``data`` and send what the socket takes now; a page too far behind is dropped."""
+        stream.pending += data
+        if len(stream.pending) > STREAM_BUFFER_BYTES:
+            self._drop(stream)  # it reconnects and is sent the board afresh
+            return
+        try:
+            sent = stream.sock.send(stream.pending) if stream.pending else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._drop(stream)
+            return
+        del stream.pending[:sent]
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.pending else 0)
+        if self._selector.get_key(stream.sock).events != wanted:
+            self._selector.modify(stream.sock, wanted)
+
+    def _drop(self, stream):
+        if self._streams.pop(stream.sock, None) is None:
+            return
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(stream.sock)
+        with contextlib.suppress(OSError):
+            stream.sock.shutdown(socket.SHUT_RDWR)
+        stream.sock.close()
+        self.unsubscribe(stream.client)
+
+    @property
+    def stream_count(self):
+        return len(self._streams)
 
 
 class EventStream:
-    """The body of /events: an event each time the leaderboard changes, coalesced, until shutdown.
+    """The answer to /events: headers and a retry hint, then the socket goes to the broadcaster.
 
-    It holds one of the broadcaster's subscriber slots from creation to
-    ``close``, which the handler calls however the answer ends.
+    It holds one of the broadcaster's slots from creation; ``close`` gives
+    the slot back unless the broadcaster took the socket (and the slot) over.
     """
 
-    def __init__(self, broadcaster, client):
+    streamed = True
+
+    def __init__(self, broadcaster, client, inputs=False):
         self.broadcaster = broadcaster
         self.client = client
+        self.inputs = inputs
+        self.handed_over = False
         self.closed = False
 
-    def __iter__(self):
-        yield b"retry: %d\n\n" % EVENTS_RETRY_MS
-        seen = None
-        while True:
-            version = self.broadcaster.wait(seen, EVENTS_HEARTBEAT_S)
-            if version is None:
-                return
-            if version == seen:
-                yield b": ping\n\n"
-                continue
-            seen = version
-            yield b'event: scores\ndata: {"version": %d}\n\n' % version
-            time.sleep(EVENTS_COALESCE_S)
+    def first_bytes(self):
+        return b"retry: %d\n\n" % EVENTS_RETRY_MS
+
+    def hand_over(self, sock):
+        self.handed_over = True
+        self.broadcaster.adopt(sock, self.client, self.inputs)
 
     def close(self):
         if not self.closed:
             self.closed = True
-            self.broadcaster.unsubscribe(self.client)
+            if not self.handed_over:
+                self.broadcaster.unsubscribe(self.client)
 
 
 # ---------------------------------------------------------------------------
@@ -4150,7 +4618,7 @@ class App:
         self.always_verified_only = verified_only  # --verified-only: the teacher's switch cannot turn it off
         self.sim_config = read_sim_config()
         self.limits = ClientLimits(client_limits)
-        self.broadcaster = Broadcaster(client_limits)
+        self.broadcaster = Broadcaster(client_limits, top_players=self.top_players)
         self.state = State(on_change=self.broadcaster.changed)
         self.state.classroom.class_rate = client_limits
         self.storage = Storage(data_dir, self.state, log, after_compaction=self._drop_unkept_runs)
@@ -4165,12 +4633,15 @@ class App:
         self.verifier = RunVerifier(self)
         self.held = HeldNames()
         self.asks = MoveAsks()
+        self.races = RaceKeeper(self)
         self._in_flight = set()  # requests being answered, so shutdown waits for them
         self._in_flight_lock = threading.Lock()
         self.stopping = False
         self.write_round_archives()
         if self.state.classroom.round["started_at"] is None:
             self.commit(lambda state: {"op": "first start", "at": int(time.time())})
+        self.broadcaster.start()
+        self.races.start()
 
     # -- the state ---------------------------------------------------------
 
@@ -4274,10 +4745,16 @@ class App:
         """A device's short, salted name: the same address gives the same name, and never the address."""
         return hashlib.sha256((self.device_salt + client).encode()).hexdigest()[:DEVICE_CHARS]
 
-    def scored(self, name, score, new, client, verified):
+    def top_players(self):
+        """The board's version and its top rows with ties: what every scores event carries."""
+        with self.read():
+            picture = self.leaderboard.picture(self.board_verified)
+        return picture.version, list(with_ties(picture.player_rows(0, ""), LIVE_TOP_ROWS, True))
+
+    def scored(self, name, score, new, device, verified):
         if new:
             self.held.joined(name)
-            self.event(f"new player {name!r} on device {self.device_of(client)}")
+            self.event(f"new player {name!r} on device {device}")
         self.event(f"score {score} for {name!r}" + (" (verified run)" if verified else " (not verified)"))
 
     # -- requests in flight and shutdown --------------------------------------
@@ -4334,12 +4811,15 @@ class PageRoutes:
 
     @route("GET", "/events")
     def events(self, request):
-        """Server-Sent Events: one event each time the leaderboard changes, coalesced."""
+        """Server-Sent Events: the leaderboard's top rows each time it changes (coalesced), and the races.
+
+        ``?inputs=1`` adds every racer's inputs as they arrive, for the board's ghosts.
+        """
         if request.method == "HEAD":
             return Response(HTTPStatus.OK, b"", "text/event-stream", API_HEADERS)
         self.app.broadcaster.subscribe(request.client)
-        return Response(HTTPStatus.OK, EventStream(self.app.broadcaster, request.client), "text/event-stream",
-                        API_HEADERS)
+        stream = EventStream(self.app.broadcaster, request.client, inputs=request.query.get("inputs") == "1")
+        return Response(HTTPStatus.OK, stream, "text/event-stream", API_HEADERS)
 
 
 class BoardRoutes:
@@ -4378,7 +4858,7 @@ class BoardRoutes:
         app.look_at_name(request, name, now, owner)
         app.active.seen(request.client)
         new = app.commit(lambda state: decide_score(state, name, score, device, now, owner=owner))
-        app.scored(name, score, new, request.client, verified=False)
+        app.scored(name, score, new, app.device_of(request.client), verified=False)
         return SUCCESS_RESPONSE  # {"status": "success"} exactly: older clients compare it
 
     @route("GET", r"/score/(?P<name>[^/]+)")
@@ -4605,20 +5085,25 @@ class RunVerifier:
 
     def keep(self, request, name, score, run_id, ticket, width, inputs, now, owner):
         """Store the verified run, then its score; the writer still checks the ticket is open."""
-        app = self.app
         seed, _ = ticket
+        device = self.app.device_of(request.client)
+        new = self.keep_run(name, score, run_id, seed, width, inputs, int(now), device, owner)
+        self.app.active.seen(request.client)
+        self.app.scored(name, score, new, device, verified=True)
+        return VERIFIED_RESPONSE
+
+    def keep_run(self, name, score, run_id, seed, width, inputs, at, device, owner):
+        """Store a run the server replayed (posted, or raced), then its score; whether it added a player."""
+        app = self.app
         app.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
-                         "inputs": inputs, "at": int(now)})
-        device = app.device_of(request.client)
+                         "inputs": inputs, "at": at})
         try:
-            new = app.commit(lambda state: decide_score(state, name, score, device, int(now), run_id, owner))
+            new = app.commit(lambda state: decide_score(state, name, score, device, at, run_id, owner))
         finally:
             app.replays.done(run_id)
         with self._lock:
             self._replays.pop(run_id, None)
-        app.active.seen(request.client)
-        app.scored(name, score, new, request.client, verified=True)
-        return VERIFIED_RESPONSE
+        return new
 
     @contextlib.contextmanager
     def _one_at_a_time(self, what):
@@ -4700,6 +5185,29 @@ class RunRoutes:
                              | {"verified": True})
 
 
+def require_teacher(app, request):
+    """Refuse a request without the teacher key: only the key's holder moderates and runs rounds and races."""
+    scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not app.teacher.allows(credential.strip()):
+        raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
+                                                 "server printed when it started",
+                        headers=[("WWW-Authenticate", "Bearer")])
+
+
+def csv_response(header, rows, filename):
+    """Rows as a CSV download a spreadsheet opens as the class typed it."""
+    lines = io.StringIO()
+    writer = csv.writer(lines)
+    writer.writerow(header)
+    for row in rows:
+        # A spreadsheet must not take a child's name for a formula.
+        writer.writerow(["'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@") else cell
+                         for cell in row])
+    headers = API_HEADERS + (("Content-Disposition", f'attachment; filename="{filename}"'),)
+    # utf-8-sig: the byte-order mark tells Excel the file is UTF-8, so "Chloé" stays "Chloé"
+    return Response(HTTPStatus.OK, lines.getvalue().encode("utf-8-sig"), "text/csv; charset=utf-8", headers)
+
+
 class TeacherRoutes:
     """The teacher's console: players, settings, rounds and the audit; and the rounds everyone may read."""
 
@@ -4707,12 +5215,7 @@ class TeacherRoutes:
         self.app = app
 
     def teacher(self, request):
-        """Refuse a request without the teacher key: only the key's holder moderates and runs rounds."""
-        scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not self.app.teacher.allows(credential.strip()):
-            raise HTTPError(HTTPStatus.UNAUTHORIZED, "this needs the teacher key: open the teacher link the "
-                                                     "server printed when it started",
-                            headers=[("WWW-Authenticate", "Bearer")])
+        require_teacher(self.app, request)
 
     def act(self, action, **fields):
         """Journal a teacher action, durable before the answer; return what applying it returned."""
@@ -4889,17 +5392,9 @@ class TeacherRoutes:
     @route("GET", r"/rounds/(?P<round_id>[0-9]{1,9}|current)\.csv")
     def round_csv(self, request, round_id):
         """A round's final board as CSV for a spreadsheet: rank, name, best, verified."""
-        lines = io.StringIO()
-        writer = csv.writer(lines)
-        writer.writerow(["rank", "name", "best", "verified"])
-        for row in self.round_board(round_id)["board"]:
-            name = row["name"]
-            if name[:1] in ("=", "+", "-", "@"):
-                name = "'" + name  # a spreadsheet must not take a child's name for a formula
-            writer.writerow([row["rank"], name, row["best"], "yes" if row["verified"] else "no"])
-        headers = API_HEADERS + (("Content-Disposition", f'attachment; filename="round-{round_id}.csv"'),)
-        # utf-8-sig: the byte-order mark tells Excel the file is UTF-8, so "Chloé" stays "Chloé"
-        return Response(HTTPStatus.OK, lines.getvalue().encode("utf-8-sig"), "text/csv; charset=utf-8", headers)
+        rows = [[row["rank"], row["name"], row["best"], "yes" if row["verified"] else "no"]
+                for row in self.round_board(round_id)["board"]]
+        return csv_response(["rank", "name", "best", "verified"], rows, f"round-{round_id}.csv")
 
     def round_board(self, round_id):
         app = self.app
@@ -4934,6 +5429,298 @@ def parse_settings(body):
         raise bad_request(f"blocked_words is a list of at most {MAX_BLOCKED_WORDS} words of at most "
                           f"{MAX_NAME_CHARS} characters")
     return changes
+
+
+# ---------------------------------------------------------------------------
+# The class race: starting, joining, judging and ending races
+# ---------------------------------------------------------------------------
+
+def race_view(race, now_ms):
+    """A race as pages see it: settings, state, and the racers by place."""
+    racers = []
+    for place, racer in enumerate(racers_by_place(race), 1):
+        status = racer_status(race, racer, now_ms)
+        racers.append({"name": racer["name"], "distance": racer["distance"], "score": racer["score"],
+                       "alive": status in ("waiting", "racing", "reconnecting"), "verified": racer["seq"] > 0,
+                       "place": racer["place"] or place, "status": status, "tick": racer["tick"],
+                       "late": racer["late"], "started_at": racer["first_tick_at"], "run": racer["run"]})
+    view = {field: race[field] for field in RACE_FIELDS if field != "id"}
+    return {"id": race["id"], **view, "state": race_phase(race, now_ms), "end": race["end"],
+            "ended_at": race["ended_at"], "server_now": now_ms, "racers": racers}
+
+
+def race_summary(race, now_ms):
+    return {"id": race["id"], "title": race["title"], "state": race_phase(race, now_ms), "end": race["end"],
+            "starts_at": race["starts_at"], "round": race["round"], "racers": len(race["racers"])}
+
+
+def parse_race_settings(body):
+    fields = parse_json_object(body, '{"title": "Friday race", "countdown_s": 5, "time_limit_s": 300}')
+    title = fields.get("title", "")
+    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+        raise bad_request(f'"title" must be text of at most {MAX_TITLE_CHARS} characters')
+    settings = {"title": title.strip()}
+    for field, (low, default, high) in (("countdown_s", RACE_COUNTDOWN_S), ("time_limit_s", RACE_TIME_LIMIT_S)):
+        value = fields.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad_request(f'"{field}" must be a whole number of seconds from {low} to {high}')
+        settings[field] = value
+    return settings
+
+
+def parse_race_batch(body):
+    fields = parse_json_object(body, '{"seq": 0, "tick": 15, "inputs": [[12, 1, 0]], "crashed": false}')
+    batch = {"name": fields.get("name"), "crashed": fields.get("crashed", False),
+             "first_tick_at": fields.get("first_tick_at")}
+    for field in ("seq", "tick"):
+        value = fields.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= RACE_MAX_TICKS:
+            raise bad_request(f'"{field}" must be a whole number from 0 to {RACE_MAX_TICKS}')
+        batch[field] = value
+    inputs = fields.get("inputs", [])
+    if not isinstance(inputs, list) or len(inputs) > MAX_RUN_INPUTS:
+        raise bad_request(f'"inputs" must be a list of at most {MAX_RUN_INPUTS} [tick, jump, duck] key changes')
+    try:
+        check_run_shape(0, 0, inputs, 0)
+    except ValueError as error:
+        raise bad_request(f'"inputs": {error}') from None
+    batch["inputs"] = [list(entry) for entry in inputs]
+    if not isinstance(batch["crashed"], bool):
+        raise bad_request('"crashed" must be true or false')
+    if batch["name"] is not None and not isinstance(batch["name"], str):
+        raise bad_request('"name" must be the racer\'s name')
+    first = batch["first_tick_at"]
+    if first is not None and (isinstance(first, bool) or not isinstance(first, (int, float))):
+        raise bad_request('"first_tick_at" must be a time in milliseconds')
+    if first is not None:
+        batch["first_tick_at"] = int(first)
+    return batch
+
+
+class RaceKeeper:
+    """Moves races along between requests: tells pages what changed and ends a race when it is over.
+
+    One thread, awake every RACE_KEEPER_S while a race is on.  Every
+    decision it makes (a race's end) is the writer's, as any other.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self._wake = threading.Event()
+        self._told = None        # what the last race event said, less the clock
+        self._told_at = 0.0
+        self._thread = None
+
+    def start(self):
+        self.end_interrupted()
+        self._thread = threading.Thread(target=self._run, name="races", daemon=True)
+        self._thread.start()
+
+    def wake(self):
+        self._wake.set()
+
+    def now_ms(self):
+        return int(self.app.clock() * 1000)
+
+    def end_interrupted(self):
+        """A race the server stopped in the middle of ends as "interrupted", with the results it had."""
+        with self.app.read():
+            race = self.app.state.races.on()
+        if race is not None:
+            self.end(race["id"], "interrupted")
+
+    def end(self, race_id, reason=None):
+        """End a race (for ``reason``, or if it is over now); keep its racers' runs; tell the pages."""
+        try:
+            race = self.app.commit(lambda state: decide_race_end(state, race_id, reason, self.now_ms()))
+        except AlreadyDone:
+            return None
+        self.app.event(f"race {race_id} ended ({race['end']})")
+        with self.app.read():
+            crashed = [dict(racer, inputs=list(racer["inputs"])) for racer in race["racers"].values()
+                       if racer["crashed_at"] is not None]
+            seed, width, starts_at = race["seed"], race["width"], race["starts_at"]
+        for racer in crashed:
+            self.keep_run(race_id, racer, seed, width, starts_at)
+        self.tell(force=True)
+        return race
+
+    def keep_run(self, race_id, racer, seed, width, starts_at):
+        """A crashed racer's run joins the board as a verified run, like a posted one."""
+        app, run_id = self.app, f"race-{race_id}-{racer['n']}"
+        try:
+            app.commit(ticket_record(run_id, seed, starts_at // 1000))
+            new = app.verifier.keep_run(racer["name"], racer["score"], run_id, seed, width, racer["inputs"],
+                                        starts_at // 1000, racer["device"], racer["owner"])
+            app.scored(racer["name"], racer["score"], new, racer["device"], verified=True)
+            app.commit({"op": "race run", "race": race_id, "key": racer["key"], "run": run_id})
+        except HTTPError as refused:  # the name was closed or held meanwhile: the race's result stands
+            app.log(f"race {race_id}: {racer['name']!r}'s run was not put on the board ({refused.message})")
+
+    def tell(self, force=False):
+        """Send the race event if the race changed since it was last told (at most every RACE_EVENT_S)."""
+        now = time.monotonic()
+        if not force and now - self._told_at < RACE_EVENT_S:
+            return
+        now_ms = self.now_ms()
+        with self.app.read():
+            race = self.app.state.races.newest()
+            view = race_view(race, now_ms) if race is not None else None
+        if view is None:
+            return
+        said = {field: value for field, value in view.items() if field != "server_now"}
+        if force or said != self._told:
+            self._told, self._told_at = said, now
+            self.app.broadcaster.publish("race", view)
+
+    def _run(self):
+        while not self.app.stopping:
+            with self.app.read():
+                race = self.app.state.races.on()
+            if race is None:
+                self._wake.wait(RACE_IDLE_CHECK_S)
+                self._wake.clear()
+                continue
+            with self.app.read():
+                reason = race_end_reason(race, self.now_ms())
+            if reason is not None:
+                self.end(race["id"], reason)
+            else:
+                self.tell()
+            self._wake.wait(RACE_KEEPER_S)
+            self._wake.clear()
+
+
+class RaceRoutes:
+    """The class race: the teacher starts one, pages join and send their inputs, everyone reads the results."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def now_ms(self):
+        return self.app.races.now_ms()
+
+    @route("POST", "/admin/races")
+    def start_race(self, request):
+        """Start a race: a countdown, then every joined page plays the same world."""
+        app = self.app
+        require_teacher(app, request)
+        refuse_without_rules(app)
+        settings = parse_race_settings(request.body)
+        settings.update(seed=secrets.randbits(32), width=app.sim_config["world"]["width"])
+        race = app.commit(lambda state: decide_race(state, settings, self.now_ms()))
+        app.event(f"teacher: race {race['id']} {race['title']!r} starts in {race['countdown_s']} s")
+        app.races.tell(force=True)
+        app.races.wake()
+        return self.race_answer(race["id"], HTTPStatus.CREATED)
+
+    @route("POST", "/admin/races/current/stop")
+    def stop_race(self, request):
+        app = self.app
+        require_teacher(app, request)
+        with app.read():
+            race = app.state.races.on()
+        if race is None or app.races.end(race["id"], "stopped") is None:
+            raise HTTPError(HTTPStatus.CONFLICT, "no race is on")
+        return self.race_answer(race["id"])
+
+    @route("GET", "/races")
+    def list_races(self, request):
+        now_ms = self.now_ms()
+        with self.app.read():
+            return json_response([race_summary(race, now_ms) for race in reversed(self.app.state.races.by_id.values())])
+
+    @route("GET", r"/races/(?P<race_id>[0-9]{1,9}|current)")
+    def get_race(self, request, race_id):
+        return self.race_answer(self.race_id(race_id))
+
+    @route("GET", r"/races/(?P<race_id>[0-9]{1,9}|current)\.csv")
+    def race_csv(self, request, race_id):
+        """A race's standings for a spreadsheet: place, name, score, distance, verified, late, status."""
+        race = self.race_answer(self.race_id(race_id), as_json=False)
+        rows = [[racer["place"], racer["name"], racer["score"], racer["distance"],
+                 "yes" if racer["verified"] else "no", "yes" if racer["late"] else "no", racer["status"]]
+                for racer in race["racers"]]
+        return csv_response(["place", "name", "score", "distance", "verified", "late", "status"], rows,
+                            f"race-{race['id']}.csv")
+
+    @route("GET", r"/races/(?P<race_id>[0-9]{1,9}|current)/runs")
+    def race_runs(self, request, race_id):
+        """Every racer's inputs so far: a board that opens mid-race catches up, and a race is watched again."""
+        race_id = self.race_id(race_id)
+        with self.app.read():
+            race = self.app.state.races.by_id[race_id]
+            if any(racer["inputs"] is None for racer in race["racers"].values()):
+                raise HTTPError(HTTPStatus.GONE, f"race {race_id} is too old to watch again: the last "
+                                                 f"{RACES_WATCHABLE} races are kept whole")
+            racers = [{"name": racer["name"], "inputs": list(racer["inputs"]), "tick": racer["tick"],
+                       "crashed_at": racer["crashed_at"], "score": racer["score"], "run": racer["run"]}
+                      for racer in racers_by_place(race)]
+            answer = {"id": race_id, "seed": race["seed"], "width": race["width"], "racers": racers}
+        return json_response(answer)
+
+    @route("POST", r"/races/(?P<race_id>[0-9]{1,9})/join")
+    def join_race(self, request, race_id):
+        """Join a race in its countdown, under this page's own name (its Player-Key's)."""
+        app = self.app
+        owner = app.owner_of(request)
+        if owner is None:
+            raise bad_request("racing needs the game page's Player-Key: a page without a name can watch")
+        fields = parse_json_object(request.body, '{"name": "Ada"}')
+        name = clean_name(fields.get("name") if isinstance(fields.get("name"), str) else "")
+        device = app.device_of(request.client)
+        app.limits.take(RACE_JOINS, request.client, "race joins")
+        try:
+            joined = app.commit(lambda state: decide_join(state, int(race_id), name, owner, device, self.now_ms()))
+        except AlreadyDone:
+            joined = None
+        if joined is not None:
+            app.event(f"race {race_id}: {name!r} joined")
+            app.races.tell()
+        return self.race_answer(int(race_id))
+
+    @route("POST", r"/races/(?P<race_id>[0-9]{1,9})/inputs")
+    def race_inputs(self, request, race_id):
+        """One batch of a racer's key changes: judged by the server's replay and relayed to the board."""
+        app = self.app
+        owner = app.owner_of(request)
+        if owner is None:
+            raise bad_request("race inputs need the racer's Player-Key")
+        batch = parse_race_batch(request.body)
+        app.limits.take(RACE_BATCHES, request.client, "race input batches")
+        race_id = int(race_id)
+        # The judge's worlds notice by themselves a batch decided on and then refused by the disk.
+        racer = app.commit(lambda state: decide_race_inputs(state, app.sim_config, race_id, owner, batch,
+                                                             self.now_ms()))
+        with app.read():
+            place = 1 + sum(other["distance"] > racer["distance"] or (
+                other["distance"] == racer["distance"] and other["n"] < racer["n"])
+                for other in app.state.races.by_id[race_id]["racers"].values())
+            answer = {"tick": racer["tick"], "distance": racer["distance"], "score": racer["score"],
+                      "alive": racer["crashed_at"] is None and not racer["quit"], "late": racer["late"],
+                      "place": place}
+            name = racer["name"]
+        app.broadcaster.publish("race-inputs", {"race": race_id, "name": name, "seq": batch["seq"],
+                                                "inputs": batch["inputs"], **answer}, inputs=True)
+        if not answer["alive"]:
+            app.races.wake()
+        return json_response(answer)
+
+    def race_id(self, race_id):
+        with self.app.read():
+            if race_id == "current":
+                race = self.app.state.races.newest()
+                if race is None:
+                    raise HTTPError(HTTPStatus.NOT_FOUND, "there has been no race yet")
+                return race["id"]
+            race_or_404(self.app.state, int(race_id))
+        return int(race_id)
+
+    def race_answer(self, race_id, status=HTTPStatus.OK, as_json=True):
+        now_ms = self.now_ms()
+        with self.app.read():
+            view = race_view(self.app.state.races.by_id[race_id], now_ms)
+        return json_response(view, status) if as_json else view
 
 
 class GameApiRoutes:
@@ -5319,9 +6106,14 @@ class RequestHandler(BaseHTTPRequestHandler):
     def handle_one_request(self):
         self.close_connection = True
         # An idle keep-alive connection waits for its next request with no
-        # deadline; the socket timeout closes it quietly after SOCKET_TIMEOUT_S.
-        if not self.rfile.peek(1):
-            return
+        # deadline; the socket timeout closes it quietly after SOCKET_TIMEOUT_S,
+        # or the server closes it sooner when a new connection needs its slot.
+        self.server.idle(self, True)
+        try:
+            if not self.rfile.peek(1):
+                return
+        finally:
+            self.server.idle(self, False)
         # From its first byte, the whole request must arrive by this time; the
         # server's watchdog cuts off a late one.
         self.deadline = time.monotonic() + REQUEST_DEADLINE_S
@@ -5534,13 +6326,21 @@ class RequestHandler(BaseHTTPRequestHandler):
         # A client reading slowly must not hold this thread for long: the
         # watchdog cuts it off at the deadline.  The event stream is meant to
         # stay open; a reader that stops altogether trips the socket timeout.
-        self.deadline = None if isinstance(response.body, EventStream) else time.monotonic() + SEND_DEADLINE_S
+        self.deadline = time.monotonic() + SEND_DEADLINE_S
         try:
             self.write_response(response)
         finally:
             self.deadline = None
 
     def write_response(self, response):
+        if isinstance(response.body, EventStream):
+            # The head, then the socket goes to the broadcaster's thread; this one is free.
+            self.close_connection = True
+            self.wfile.write(self.head(response, length=False) + response.body.first_bytes())
+            self.wfile.flush()
+            self.server.hand_over(self.connection)
+            response.body.hand_over(self.connection)
+            return
         if response.streamed:
             self.close_connection = True  # the body has no length: it ends when the connection does
             self.wfile.write(self.head(response, length=False))
@@ -5602,6 +6402,17 @@ def connection_cap():
     return max(1, min(MAX_CONNECTIONS, soft - RESERVED_FILES))
 
 
+def stream_cap():
+    """How many live pages we hold at once: MAX_STREAMS, fewer on Windows or when descriptors are short."""
+    cap = MAX_STREAMS_WINDOWS if WINDOWS else MAX_STREAMS
+    if resource is None:
+        return cap
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(1, min(cap, soft - RESERVED_FILES - MAX_CONNECTIONS))
+
+
 def busy_response(message):
     """A whole 503 answer, sent from the accept loop before any handler runs."""
     body = json.dumps({"error": message}).encode()
@@ -5635,6 +6446,8 @@ class DinoServer(ThreadingHTTPServer):
         self._connections = 0
         self._by_client = collections.Counter()  # open connections per client address
         self._handlers = set()  # open connections, for the deadline watchdog
+        self._handed_over = set()  # live-page sockets the broadcaster took over from their handler
+        self._idle = {}  # handlers waiting for a next request, longest-waiting first (a dict keeps order)
         self._guard = threading.Lock()
         self._serving = False
         self._stopped = threading.Event()
@@ -5684,7 +6497,7 @@ class DinoServer(ThreadingHTTPServer):
             refusal = None
             if self.client_limits and self._by_client[client] >= CONNECTIONS_PER_CLIENT:
                 refusal = CLIENT_BUSY_RESPONSE
-            elif self._connections >= self.max_connections:
+            elif self._connections >= self.max_connections and not self._close_an_idle_connection():
                 refusal = BUSY_RESPONSE
             else:
                 self._connections += 1
@@ -5706,6 +6519,18 @@ class DinoServer(ThreadingHTTPServer):
                 if not self._by_client[client_address[0]]:
                     del self._by_client[client_address[0]]
 
+    def hand_over(self, request):
+        """``request`` now belongs to the broadcaster: do not close it when its handler ends."""
+        with self._guard:
+            self._handed_over.add(request)
+
+    def shutdown_request(self, request):
+        with self._guard:
+            if request in self._handed_over:
+                self._handed_over.discard(request)
+                return
+        super().shutdown_request(request)
+
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], CLIENT_GONE):
             super().handle_error(request, client_address)
@@ -5715,6 +6540,27 @@ class DinoServer(ThreadingHTTPServer):
 
     def untrack(self, handler):
         self._handlers.discard(handler)
+
+    def idle(self, handler, waiting):
+        """Note a connection waiting for its next request (``waiting``), or one whose request began."""
+        with self._guard:
+            if waiting:
+                self._idle[handler] = None
+            else:
+                self._idle.pop(handler, None)
+
+    def _close_an_idle_connection(self):
+        """Give the longest-idle keep-alive connection's slot to a new one: True if there was one.
+
+        Called under _guard.  Its thread sees the connection end and finishes;
+        until it has, the count stays above the cap by the connections closed.
+        """
+        for handler in self._idle:
+            del self._idle[handler]
+            with contextlib.suppress(OSError):  # it may have closed meanwhile
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
 
     def _reap_late_requests(self):
         # A client that trickles a request byte by byte never trips the socket
@@ -5768,7 +6614,8 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
         server.app = App(data_dir, log=log, client_limits=client_limits, verified_only=verified_only,
                          new_teacher_key=new_teacher_key, join_url=join_url(server))
         server.router = Router(PageRoutes(server.app), BoardRoutes(server.app), RunRoutes(server.app),
-                               TeacherRoutes(server.app), GameApiRoutes(server.app, games, token_ttl))
+                               TeacherRoutes(server.app), RaceRoutes(server.app),
+                               GameApiRoutes(server.app, games, token_ttl))
         server.app.events_on = events
     except BaseException:
         server.close()

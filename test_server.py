@@ -2899,12 +2899,13 @@ def test_events_stream_announces_leaderboard_changes(live):
             block = read_event(conn)
         second = json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))
         assert second["version"] > first["version"]
+        assert second["players"] == live.get("/players?limit=10&ties=1").json()
     finally:
         conn.close()
 
 
-def test_event_subscribers_beyond_the_cap_get_a_json_503(srvmod, live, monkeypatch):
-    monkeypatch.setattr(srvmod, "MAX_SUBSCRIBERS", 2)
+def test_event_subscribers_beyond_the_cap_get_a_json_503(live):
+    live.srv.app.broadcaster.max_streams = 2
     streams = [RawConnection(live.port) for _ in range(2)]
     try:
         for stream in streams:

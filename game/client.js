@@ -13,6 +13,9 @@
 //   await DinoClient.recordedRun(id)                  a kept verified run; throws a sentence
 //   new DinoClient.RunTickets()                       a small stock of run tickets
 //   new DinoClient.ScoreQueue({...})                  finished runs, kept until the server has them
+//   new DinoClient.RaceClock()                        the server's clock; await .raceOn() the race on now
+//   await DinoClient.joinRace(id, name)               {race} or {error, status}
+//   new DinoClient.RaceSender({...})                  a race run's keys, sent as it is played
 (function () {
   'use strict';
 
@@ -190,6 +193,13 @@
       this.onCount(this.stock.length);
       this.fill();
       return ticket;
+    }
+
+    /** A ticket taken for a world that was never played goes back to the front of the stock. */
+    giveBack(ticket) {
+      if (!ticket) return;
+      this.stock.unshift(ticket);
+      this.onCount(this.stock.length);
     }
 
     dropStale() {
@@ -425,6 +435,181 @@
     }
   }
 
+  // =========================================================================
+  // Races: the teacher starts one race for every open page. Its times are
+  // the server's clock (epoch ms), so each page learns how far its own clock
+  // is from the server's (RaceClock), joins during the countdown (joinRace)
+  // and sends its run's key changes while it plays (RaceSender), so the
+  // server replays every racer as they go.
+  // =========================================================================
+
+  const CLOCK_SAMPLES = 3;          // GET /races/current this many times; the quickest round trip wins
+
+  /** A race object from the server, or null if the body is not one. */
+  function raceOf(body) {
+    if (!body || !Number.isInteger(body.id) || typeof body.state !== 'string' || !Number.isInteger(body.seed) ||
+        !Number.isFinite(body.starts_at)) return null;
+    if (!Array.isArray(body.racers)) body.racers = [];
+    return body;
+  }
+
+  class RaceClock {
+    constructor() {
+      this.offset = 0;              // server clock minus this page's clock, in ms
+      this.roundTrip = Infinity;    // of the sample the offset came from
+      this.known = false;
+    }
+
+    /** The server's clock now, as well as this page knows it. */
+    now() { return Date.now() + this.offset; }
+
+    /**
+     * The race in its countdown or running, and the clock with it: {race} (race null when none is
+     * on), or null while the server is out of reach. GET /races says first whether one is on, as
+     * /races/current answers 404 before the first race (an error in the browser's console on every
+     * page load); then GET /races/current `samples` times (CLOCK_SAMPLES unless said) sets the
+     * offset from the quickest answer so far.
+     */
+    async raceOn(samples) {
+      let list = null;
+      try {
+        const response = await request('/races');
+        list = response.ok ? await response.json() : null;
+      } catch (err) {
+        return null;
+      }
+      if (!Array.isArray(list)) return null;
+      const newest = list[0];
+      if (!newest || (newest.state !== 'countdown' && newest.state !== 'running')) return { race: null };
+      return this.sync(samples);
+    }
+
+    /** GET /races/current `samples` times: {race} with the clock's offset from the quickest answer. */
+    async sync(samples) {
+      let found = null;
+      let best = Infinity;
+      let offset = 0;
+      for (let i = 0; i < (samples || CLOCK_SAMPLES); i++) {
+        const sent = Date.now();
+        let response;
+        let body = null;
+        try {
+          response = await request('/races/current');
+          body = await response.json();
+        } catch (err) {
+          continue;                 // one lost sample; the others may answer
+        }
+        const received = Date.now();
+        if (!body || !Number.isFinite(body.server_now)) {
+          if (response.status === 404) found = found || { race: null };
+          continue;
+        }
+        found = { race: raceOf(body) };
+        if (received - sent < best) {
+          best = received - sent;
+          offset = body.server_now - (sent + received) / 2;
+        }
+      }
+      if (best < this.roundTrip) {   // a slower answer says less about the clock than one kept already
+        this.offset = offset;
+        this.roundTrip = best;
+        this.known = true;
+      }
+      return found;
+    }
+  }
+
+  /** POST /races/<id>/join under `name`: {race} when in, else {error, status} with the server's sentence. */
+  async function joinRace(id, name) {
+    let response;
+    try {
+      response = await request('/races/' + encodeURIComponent(id) + '/join', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: name }) });
+    } catch (err) {
+      return { error: 'the server is out of reach', status: 0 };
+    }
+    if (!response.ok) return { error: await errorText(response), status: response.status };
+    const race = raceOf(await response.json().catch(function () { return null; }));
+    return race ? { race: race } : { error: 'the server did not send the race', status: response.status };
+  }
+
+  const RACE_SEND_MS = 250;         // a batch of key changes this often while the run goes on
+
+  /**
+   * RaceSender: one race run's key changes, posted to /races/<id>/inputs every
+   * RACE_SEND_MS and at once on the crash. seq counts accepted batches only:
+   * a POST that fails (Wi-Fi gone, server restarting) is sent again with
+   * everything since the last accepted one, so a page that loses the network
+   * keeps playing and sends the rest at once when it is back. A 409 (the
+   * race is over, or the server will not take this run) stops it for good.
+   *
+   * options: {raceId, sim (the DinoSim state being played), firstTickAt (server ms),
+   *           onAnswer({tick, distance, score, alive, late, place}), onStop(sentence)}.
+   */
+  class RaceSender {
+    constructor(options) {
+      this.raceId = options.raceId;
+      this.sim = options.sim;
+      this.firstTickAt = options.firstTickAt;
+      this.onAnswer = options.onAnswer || function () {};
+      this.onStop = options.onStop || function () {};
+      this.seq = 0;                 // the next batch's number: accepted batches so far
+      this.sentTick = 0;            // the tick the last accepted batch reached
+      this.stopped = false;
+      this.waitUntil = 0;           // a 429's Retry-After, as Date.now()
+      this.send = window.DinoLive.serial(() => this.sendBatch());   // one POST at a time
+      this.timer = setInterval(() => { this.send(); }, RACE_SEND_MS);
+    }
+
+    /** The keys changed since the last accepted batch, as DinoSim records them: [tick, jump, duck]. */
+    batch() {
+      const s = this.sim;
+      const from = this.sentTick;
+      const inputs = s.inputs.filter(function (entry) { return entry[0] >= from && entry[0] < s.ticks; })
+        .map(function (entry) { return entry.slice(); });
+      const body = { seq: this.seq, tick: s.ticks, inputs: inputs, crashed: s.crashed };
+      if (this.seq === 0) body.first_tick_at = Math.round(this.firstTickAt);
+      return body;
+    }
+
+    /** The run crashed: its last batch goes now, not at the next beat. */
+    crashed() { this.send(); }
+
+    stop(reason) {
+      if (this.stopped) return;
+      this.stopped = true;
+      clearInterval(this.timer);
+      if (reason) this.onStop(reason);
+    }
+
+    async sendBatch() {
+      if (this.stopped || Date.now() < this.waitUntil) return;
+      const body = this.batch();
+      if (body.seq > 0 && body.tick === this.sentTick && !body.crashed) return;   // nothing new to say
+      let response;
+      try {
+        response = await request('/races/' + encodeURIComponent(this.raceId) + '/inputs', {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      } catch (err) {
+        return;                     // out of reach: the next beat sends this and what follows, same seq
+      }
+      if (response.ok) {
+        this.seq++;
+        this.sentTick = body.tick;
+        const answer = await response.json().catch(function () { return null; });
+        if (answer) this.onAnswer(answer);
+        if (body.crashed) this.stop('');
+        return;
+      }
+      if (response.status === 409) { this.stop(await errorText(response)); return; }
+      if (response.status === 429) { this.waitUntil = Date.now() + retryAfterMs(response, RACE_SEND_MS); return; }
+      if (response.status >= 400 && response.status < 500 && response.status !== 408) {
+        this.stop(await errorText(response));   // a batch the server will never take: say so rather than loop
+      }
+      // 5xx and 408: the next beat tries again with everything since the last accepted batch
+    }
+  }
+
   window.DinoClient = Object.freeze({
     store: store,
     plural: plural,
@@ -438,5 +623,8 @@
     recordedRun: recordedRun,
     RunTickets: RunTickets,
     ScoreQueue: ScoreQueue,
+    RaceClock: RaceClock,
+    joinRace: joinRace,
+    RaceSender: RaceSender,
   });
 }());

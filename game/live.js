@@ -2,15 +2,19 @@
 // page, the projector board, the bots page, the teacher's console), so they all
 // follow the same reconnect policy, refresh alike and say the same things.
 //
-//   const live = window.DinoLive.connect({onChange, onState});
+//   const live = window.DinoLive.connect({onChange, onState, onRace, onRaceInputs, inputs});
 //   live.close();
 //   const refresh = window.DinoLive.serial(async () => { ... });
 //   window.DinoLive.showStatus(el, {reachable, streamOpen, polls});
 //   row.append(window.DinoLive.verifiedMark(), window.DinoLive.watchLink(name, runId));
 //
-// onChange() runs on each `event: scores` from /events and on every poll tick
-// while the stream is down; onState(true|false) runs when the stream opens or
-// drops (false at once when the browser has no EventSource). Both are optional.
+// onChange(data) runs on each `event: scores` from /events, with the event's
+// data ({version, players}: the class's top 10 with ties, so a page need not ask
+// for it again), and with no data on every poll tick while the stream is down.
+// onState(true|false) runs when the stream opens or drops (false at once when
+// the browser has no EventSource). onRace(race) runs on each `event: race` (see
+// GET /races/current); with `inputs: true` the stream also carries every
+// racer's key changes, to onRaceInputs(batch) (the board's ghosts). All optional.
 (function () {
   'use strict';
 
@@ -21,6 +25,9 @@
   function connect(options) {
     const onChange = (options && options.onChange) || function () {};
     const onState = (options && options.onState) || function () {};
+    const onRace = (options && options.onRace) || function () {};
+    const onRaceInputs = (options && options.onRaceInputs) || function () {};
+    const url = options && options.inputs ? '/events?inputs=1' : '/events';
     let source = null;
     let poller = null;
     let reopenTimer = null;
@@ -60,7 +67,7 @@
         return;
       }
       let stream;
-      try { stream = new EventSource('/events'); } catch (err) {
+      try { stream = new EventSource(url); } catch (err) {
         dropped();
         reopenLater();
         return;
@@ -70,7 +77,15 @@
         stopPolling();
         setLive(true);
       });
-      stream.addEventListener('scores', function () { onChange(); });
+      stream.addEventListener('scores', function (event) { onChange(parsed(event)); });
+      stream.addEventListener('race', function (event) {
+        const race = parsed(event);
+        if (race) onRace(race);
+      });
+      stream.addEventListener('race-inputs', function (event) {
+        const batch = parsed(event);
+        if (batch) onRaceInputs(batch);
+      });
       stream.addEventListener('error', function () {
         dropped();
         // CONNECTING: the browser retries by itself. CLOSED: it gave up, so we retry.
@@ -111,6 +126,11 @@
         window.removeEventListener('pageshow', onPageShow);
       },
     };
+  }
+
+  /** An event's JSON data, or undefined for an event without any (an older server). */
+  function parsed(event) {
+    try { return event.data ? JSON.parse(event.data) : undefined; } catch (err) { return undefined; }
   }
 
   // ---- refreshing --------------------------------------------------------
