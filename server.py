@@ -3558,13 +3558,14 @@ def build_games(games_file=None, notes=None):
 # ---------------------------------------------------------------------------
 #
 # The server replays a posted run's inputs here instead of taking its score
-# on trust.  Every number comes from the CONFIG block of game/dino.html, read
-# at start, so the page and the server cannot disagree about the rules; every
-# step copies the order of the JavaScript's floating-point operations, so
-# both reach the same bits.  Change the simulation in one place, change it in
-# the other: test_sim.py replays hundreds of runs through both.
+# on trust.  Every number comes from the CONFIG block of game/engine.js, the
+# engine game/dino.html loads, read at start, so the page and the server
+# cannot disagree about the rules; every step copies the order of the
+# JavaScript's floating-point operations, so both reach the same bits.
+# Change the simulation in one place, change it in the other: test_sim.py
+# replays hundreds of runs through both.
 
-CONFIG_BEGIN = "// CONFIG begin"        # the marker lines around CONFIG in game/dino.html
+CONFIG_BEGIN = "// CONFIG begin"        # the marker lines around CONFIG in game/engine.js
 CONFIG_END = "// CONFIG end"
 SAMPLE_TICKS = 600                      # replay_run() records the world every this many ticks (10 s)
 UINT32 = 0xFFFFFFFF
@@ -3572,23 +3573,31 @@ TWO_32 = 4294967296.0
 
 
 class ConfigError(ValueError):
-    """The CONFIG block of game/dino.html is not a plain literal."""
+    """The CONFIG block of game/engine.js is not a plain literal."""
 
 
 class NoRulesBlock(ConfigError):
-    """game/dino.html has no CONFIG block at all: a page that plays by rules the server cannot read."""
+    """No CONFIG block at all: a game that plays by rules the server cannot read."""
 
 
 # -- reading CONFIG out of the page
 
-def read_sim_config():
-    """The simulation's numbers, from the CONFIG block of game/dino.html: one source of truth.
+ENGINE_SCRIPT = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']?/engine\.js["'\s>]""", re.I)
 
-    None for a page with no such block (another game page, such as the first
-    design's): the server then serves it and keeps plain posts, unverified.
+
+def read_sim_config():
+    """The simulation's numbers, from the CONFIG block of game/engine.js: one source of truth.
+
+    None when game/dino.html does not load /engine.js, or it has no such block
+    (another game page, such as the first design's): the server then serves it
+    and keeps plain posts, unverified.
     """
-    path = os.path.join(GAME_DIR, "dino.html")
+    page = os.path.join(GAME_DIR, "dino.html")
+    path = os.path.join(GAME_DIR, "engine.js")
     try:
+        with open(page, encoding="utf-8") as file:
+            if not ENGINE_SCRIPT.search(file.read()):
+                return None
         with open(path, encoding="utf-8") as file:
             return load_sim_config(file.read())
     except NoRulesBlock:
@@ -3598,7 +3607,7 @@ def read_sim_config():
 
 
 def load_sim_config(html_text):
-    """The page's CONFIG object literal as a Python dict."""
+    """The engine's CONFIG object literal as a Python dict."""
     begin = html_text.find(CONFIG_BEGIN)
     end = html_text.find(CONFIG_END, begin)
     if begin < 0 or end < 0:
@@ -4163,6 +4172,7 @@ STATIC_FILES = {
     "/live.js": ("live.js", SCRIPT),
     "/qr.js": ("qr.js", SCRIPT),
     "/sprites.js": ("sprites.js", SCRIPT),
+    "/engine.js": ("engine.js", SCRIPT),
     "/client.js": ("client.js", SCRIPT),
     "/favicon.svg": ("favicon.svg", "image/svg+xml"),
     "/favicon.ico": ("favicon.svg", "image/svg+xml"),
@@ -6637,8 +6647,8 @@ def make_server(host="127.0.0.1", port=0, data_dir=DEFAULT_DATA_DIR, quiet=True,
         server.close()
         raise
     if server.app.sim_config is None:
-        notes.append("game/dino.html has no rules block ('// CONFIG begin'), so runs cannot be verified with "
-                     "this page: plain score posts are kept and count on the board")
+        notes.append("game/dino.html does not load /engine.js (the rules, '// CONFIG begin'), so runs cannot be "
+                     "verified with this page: plain score posts are kept and count on the board")
     server.notes = notes
     return server
 

@@ -329,6 +329,14 @@ def test_page_paths_serve_their_page(live, path, page):
     assert reply.body == page_bytes(page)
 
 
+def test_the_game_engine_is_served_as_a_script_the_game_page_loads(live):
+    reply = live.get("/engine.js")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/javascript")
+    assert reply.body == page_bytes("engine.js") and b"// CONFIG begin" in reply.body
+    assert b'<script src="/engine.js"></script>' in live.get("/").body
+
+
 def test_user_page_accepts_a_name_in_the_query(live):
     expected = page_bytes("user.html")
     reply = live.get("/user?name=rutu")
@@ -1307,6 +1315,7 @@ class OtherPage(Proc):
 
 
 def test_a_game_page_without_rules_is_served_and_plain_posts_count(tmp_path):
+    # game/engine.js and its rules are still in the copy: a page that does not load them plays by others.
     proc = OtherPage(tmp_path, FIRST_DESIGN_PAGE).wait_ready()
     try:
         assert "runs cannot be verified with this page" in proc.stdout()

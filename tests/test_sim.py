@@ -1,7 +1,7 @@
 """The game's simulation: it plays like the original, and server.py replays a run to the same tick.
 
 The page's own DinoSim runs in Chromium; the Python port runs here; both read
-the one CONFIG block in game/dino.html. Input logs come from seeded random
+the one CONFIG block in game/engine.js. Input logs come from seeded random
 generators, so a failure names a log that reproduces.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import server  # the Python port lives in server.py, under "Dino simulation"
 from conftest import ROOT
 
-PAGE_HTML = ROOT / "game" / "dino.html"
+ENGINE_JS = ROOT / "game" / "engine.js"
 GROUND_TOP = 140 - 48          # the T-Rex's top edge while it stands: ground y minus its height
 JS_BATCH = 40                  # runs per page.evaluate, so one call never holds the page for long
 
@@ -222,7 +222,7 @@ def test_hi_shows_00000_in_a_lighter_ink_from_the_first_run(sim):
 
 def test_python_port_reads_the_same_config_as_the_page(sim):
     page_config = sim.evaluate("() => DinoSim.CONFIG")
-    assert server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8")) == page_config
+    assert server.load_sim_config(ENGINE_JS.read_text(encoding="utf-8")) == page_config
 
 
 # ================================================================ tick for tick
@@ -293,7 +293,7 @@ def python_result(config, run):
 
 
 def test_python_port_replays_every_run_as_the_page_does(sim):
-    config = server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8"))
+    config = server.load_sim_config(ENGINE_JS.read_text(encoding="utf-8"))
     rnd = random.Random(20240611)
     edge = edge_case_runs(config)
     runs = list(edge.values())
@@ -326,6 +326,6 @@ def test_python_port_replays_every_run_as_the_page_does(sim):
     "[[0, 1, 0]]",                   # a list, not its JSON text
 ])
 def test_python_port_refuses_malformed_inputs(inputs):
-    config = server.load_sim_config(PAGE_HTML.read_text(encoding="utf-8"))
+    config = server.load_sim_config(ENGINE_JS.read_text(encoding="utf-8"))
     with pytest.raises(ValueError):
         server.replay_run(config, 1, 600, inputs, 600)
