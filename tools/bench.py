@@ -984,7 +984,7 @@ def report_events(repeat):
 
 
 MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events", "console", "reposts", "tickets",
-                "pages", "burst300", "race")
+                "pages", "burst300", "race", "race-pages")
 
 
 def main(argv=None):
@@ -1027,6 +1027,8 @@ def main(argv=None):
         bench_live.report_burst300(args.repeat)
     if "race" in chosen:
         bench_live.report_race(args.repeat)
+    if "race-pages" in chosen:
+        bench_live.report_race_pages(args.repeat)
     return 0
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import server as dino  # noqa: E402
-from conftest import Proc  # noqa: E402
+from conftest import Proc, call  # noqa: E402
 
 PAGES = 1000
 PAGES_RAMP_S = 10           # pages open over this many seconds, as a school's classes arrive
@@ -423,7 +424,8 @@ class BotRacer:
                 return   # the race is over (its time limit), as the page stops on a 409
 
 
-async def race_of_thirty(port, pid, data_dir):
+async def race_of_thirty(port, pid, data_dir, keep=None):
+    """30 bots race; ``keep`` (a dict) is given the race and the bots by name as soon as they exist."""
     teacher = teacher_headers(data_dir)
     admin = Http(port, "127.2.2.1")
     status, body = await admin.request("POST", "/admin/races", {"title": "Bench", "countdown_s": 5,
@@ -432,6 +434,8 @@ async def race_of_thirty(port, pid, data_dir):
     offset_ms = race["server_now"] - time.time() * 1000
     config = dino.read_sim_config()
     racers = [BotRacer(port, i, race, config, lead=random.Random(i).uniform(8, 16)) for i in range(RACERS)]
+    if keep is not None:
+        keep.update(race=race, racers={racer.name: racer for racer in racers})
     for racer in racers:
         status, _ = await racer.http.request("POST", f"/races/{race['id']}/join", {"name": racer.name}, racer.key)
         assert status == 200, status
@@ -471,3 +475,105 @@ def report_race(repeat):
             finally:
                 server.stop()
         print(f"race run {run}: " + json.dumps(result))
+
+
+# -- the race with real pages: the start's spread and the ghosts' lag on the board --------------------
+
+CLASS_PAGES = 30
+GHOST_SAMPLE_S = 0.1
+
+
+def open_class(browser, base, names):
+    """One small game page per child, each a device of its own, its name confirmed."""
+    pages = []
+    for name in names:
+        context = browser.new_context(viewport={"width": 480, "height": 320})
+        page = context.new_page()
+        page.goto(base + "/", wait_until="load")
+        page.fill("#name", name)
+        page.press("#name", "Enter")
+        page.wait_for_function("() => document.querySelector('#stage').dataset.ticket === 'yes'")
+        pages.append(page)
+    return pages
+
+
+def race_start_spread(browser, port, data_dir):
+    """30 real game pages race: how far apart their first ticks were, on the server's clock (ms)."""
+    base = f"http://127.0.0.1:{port}"
+    pages = open_class(browser, base, [f"Kid{i}" for i in range(CLASS_PAGES)])
+    race = call(port, "POST", "/admin/races", {"title": "Spread", "countdown_s": 8, "time_limit_s": 60},
+                teacher_headers(data_dir)).json()
+    deadline = time.time() + 40
+    while time.time() < deadline:
+        final = call(port, "GET", f"/races/{race['id']}").json()
+        if final["state"] == "done":
+            break
+        time.sleep(0.5)
+    started = [r["started_at"] for r in final["racers"] if r["started_at"] is not None]
+    for page in pages:
+        page.context.close()
+    late = [at - race["starts_at"] for at in started]
+    return {"pages": CLASS_PAGES, "joined": len(final["racers"]), "started": len(started),
+            "spread ms": max(started) - min(started) if started else None,
+            "latest after starts_at ms": max(late) if late else None, "earliest ms": min(late) if late else None}
+
+
+def ghost_lag(browser, port, pid, data_dir):
+    """30 bots race while the real board draws them: how far each ghost is behind its child (ms)."""
+    page = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+    page.goto(f"http://127.0.0.1:{port}/board", wait_until="load")
+    page.wait_for_function("() => document.querySelector('#live').dataset.live === 'on'")
+    results, bots = {}, {}
+
+    def run_bots():
+        results["race"] = asyncio.run(race_of_thirty(port, pid, data_dir, keep=bots))
+    thread = threading.Thread(target=run_bots)
+    thread.start()
+    lags = []
+    while thread.is_alive():
+        sample = page.evaluate("() => ({now: Date.now(), race: window.DinoBoardRace || null})")
+        board = sample["race"]
+        race = bots.get("race")
+        if board and race and board["state"] == "running":
+            elapsed_ticks = (sample["now"] - race["starts_at"]) * 60 / 1000
+            for ghost in board["ghosts"]:
+                bot = bots["racers"].get(ghost["name"])
+                if bot is None or bot.world.crashed or not ghost["alive"] or elapsed_ticks < 60:
+                    continue
+                lags.append((elapsed_ticks - ghost["tick"]) * 1000 / 60)
+        time.sleep(GHOST_SAMPLE_S)
+    thread.join()
+    page.context.close()
+    return {"samples": len(lags), "ghost lag p50 ms": pick(lags, 0.5), "p95 ms": pick(lags, 0.95),
+            "max ms": max(lags) if lags else None, **results["race"]}
+
+
+def report_race_pages(repeat):
+    from conftest import CHROMIUM, LAUNCH_ARGS
+    from playwright.sync_api import sync_playwright
+    for run in range(1, repeat + 1):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+            with tempfile.TemporaryDirectory(prefix="dino-bench-") as data_dir:
+                # 30 pages of one browser share an address; a class's phones have one each
+                server = Proc(data_dir, data_dir, "--client-limits", "off")
+                server.wait_ready(timeout=60)
+                try:
+                    spread = race_start_spread(browser, server.port, data_dir)
+                finally:
+                    server.stop()
+            print(f"race start run {run}: " + json.dumps(spread))
+            print(f"| {spread['pages']} game pages | first ticks within {spread['spread ms']} ms of each other | "
+                  f"{spread['earliest ms']} to {spread['latest after starts_at ms']} ms after starts_at |")
+            with tempfile.TemporaryDirectory(prefix="dino-bench-") as data_dir:
+                server = Proc(data_dir, data_dir)
+                server.wait_ready(timeout=60)
+                try:
+                    lag = ghost_lag(browser, server.port, server.p.pid, data_dir)
+                finally:
+                    server.stop()
+            print(f"ghost lag run {run}: " + json.dumps(lag))
+            print(f"| {lag['racers']} racers, the real board | ghost behind its child p50 {lag['ghost lag p50 ms']:.0f} ms, "
+                  f"p95 {lag['p95 ms']:.0f} ms | server CPU {lag['server cpu %']:.1f} % of a core | "
+                  f"batch to board stream p95 {lag['relay p95']:.1f} ms |")
+            browser.close()
