@@ -3105,9 +3105,10 @@ def decide_race_end(state, race_id, reason, now_ms):
             raise AlreadyDone()
     results = []
     for place, racer in enumerate(racers_by_place(race), 1):
+        # Running at the end: finished.  Out of touch at the end: out, at the last distance the server had.
         status = racer_status(race, racer, now_ms)
-        results.append({"key": racer["key"], "place": place,
-                        "status": "finished" if status in ("racing", "reconnecting", "waiting") else status})
+        status = {"racing": "finished", "reconnecting": "out", "waiting": "out"}.get(status, status)
+        results.append({"key": racer["key"], "place": place, "status": status})
     return {"op": "race end", "race": race_id, "end": reason, "at": now_ms, "results": results}
 
 

@@ -369,14 +369,22 @@ def test_a_silent_racer_is_out_at_the_last_distance_and_the_race_ends(race_serve
     assert ada_row["status"] == "out" and ada_row["tick"] == 120 and ada_row["run"] is None
 
 
-def test_a_race_ends_at_its_time_limit(race_server):
+def test_a_race_ends_at_its_time_limit_with_the_silent_out(race_server):
     race = start_race(race_server, time_limit_s=10)
-    ada = Racer(race_server, "Ada")
-    ada.join(race)
+    ada, bo = Racer(race_server, "Ada"), Racer(race_server, "Bo")
+    ada.join(race), bo.join(race)
+    run_clock_to(race_server, race, 1)
+    ada.hold((0, 0), 60), bo.hold((0, 0), 60)
+    assert ada.send().status == 200 and bo.send().status == 200
+    run_clock_to(race_server, race, 9.9)            # Ada still sends; Bo's Wi-Fi went at 1 s
+    ada.hold((0, 1), 534)                           # ducking under everything, for the test's sake
+    assert ada.send().status == 200
     run_clock_to(race_server, race, 10)
     final = eventually(lambda: (lambda r: r if r["state"] == "done" else None)(race_now(race_server)), 10,
                        "the race to end at its time limit")
-    assert final["end"] == "time limit" and final["racers"][0]["status"] == "finished"
+    assert final["end"] == "time limit"
+    assert {r["name"]: (r["status"], r["tick"]) for r in final["racers"]} == {
+        "Ada": ("finished" if not ada.world.crashed else "crashed", ada.world.ticks), "Bo": ("out", 60)}
 
 
 def test_the_results_download_as_csv_and_list_with_the_races(race_server):
