@@ -5103,11 +5103,16 @@ class RunVerifier:
         self.app.scored(name, score, new, device, verified=True)
         return VERIFIED_RESPONSE
 
-    def keep_run(self, name, score, run_id, seed, width, inputs, at, device, owner):
-        """Store a run the server replayed (posted, or raced), then its score; whether it added a player."""
+    def keep_run(self, name, score, run_id, seed, width, inputs, at, device, owner, ticks=None):
+        """Store a run the server replayed (posted, or raced), then its score; whether it added a player.
+
+        ``ticks`` ends a run that did not crash (a race's time limit): it is played that far.
+        """
         app = self.app
-        app.replays.add({"id": run_id, "name": name, "score": score, "seed": seed, "width": width,
-                         "inputs": inputs, "at": at})
+        run = {"id": run_id, "name": name, "score": score, "seed": seed, "width": width, "inputs": inputs, "at": at}
+        if ticks is not None:
+            run["ticks"] = ticks
+        app.replays.add(run)
         try:
             new = app.commit(lambda state: decide_score(state, name, score, device, at, run_id, owner))
         finally:
@@ -5192,8 +5197,8 @@ class RunRoutes:
                     kept_run == run_id for _, kept_run in app.leaderboard.kept_scores(key))
         if run is None or not kept:
             raise HTTPError(HTTPStatus.NOT_FOUND, "no kept verified run has that id")
-        return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at")}
-                             | {"verified": True})
+        return json_response({field: run[field] for field in ("name", "score", "seed", "width", "inputs", "at", "ticks")
+                              if field in run} | {"verified": True})
 
 
 def require_teacher(app, request):
@@ -5548,21 +5553,24 @@ class RaceKeeper:
             return None
         self.app.event(f"race {race_id} ended ({race['end']})")
         with self.app.read():
-            crashed = [dict(racer, inputs=list(racer["inputs"])) for racer in race["racers"].values()
-                       if racer["crashed_at"] is not None]
+            # A crashed run, and one still running at the time limit or the teacher's stop, which
+            # replays to its score when played to its last tick.
+            ended = [dict(racer, inputs=list(racer["inputs"])) for racer in race["racers"].values()
+                     if racer["status"] in ("crashed", "finished") and racer["seq"]]
             seed, width, starts_at = race["seed"], race["width"], race["starts_at"]
-        for racer in crashed:
+        for racer in ended:
             self.keep_run(race_id, racer, seed, width, starts_at)
         self.tell(force=True)
         return race
 
     def keep_run(self, race_id, racer, seed, width, starts_at):
-        """A crashed racer's run joins the board as a verified run, like a posted one."""
+        """A racer's run joins the board as a verified run, like a posted one."""
         app, run_id = self.app, f"race-{race_id}-{racer['n']}"
+        ticks = None if racer["crashed_at"] is not None else racer["tick"]
         try:
             app.commit(ticket_record(run_id, seed, starts_at // 1000))
             new = app.verifier.keep_run(racer["name"], racer["score"], run_id, seed, width, racer["inputs"],
-                                        starts_at // 1000, racer["device"], racer["owner"])
+                                        starts_at // 1000, racer["device"], racer["owner"], ticks)
             app.scored(racer["name"], racer["score"], new, racer["device"], verified=True)
             app.commit({"op": "race run", "race": race_id, "key": racer["key"], "run": run_id})
         except HTTPError as refused:  # the name was closed or held meanwhile: the race's result stands
