@@ -384,6 +384,7 @@ class BotRacer:
         self.world = dino.SimWorld(dino.SimRules(config), race["seed"], race["width"])
         self.inputs, self.sent, self.seq, self.keys, self.jumped = [], 0, 0, (0, 0), 0
         self.posted = {}    # seq -> when its POST was sent
+        self.tires_at = None  # a tick from which it presses nothing, so it crashes at the next obstacle
 
     def play_to(self, tick):
         world = self.world
@@ -393,7 +394,7 @@ class BotRacer:
             jump = duck = 0
             if world.jumping:
                 jump = self.keys[0] if world.ticks - self.jumped < 6 else 0
-            elif ahead:
+            elif ahead and (self.tires_at is None or world.ticks < self.tires_at):
                 nearest = ahead[0]
                 distance = nearest.x - front
                 if nearest.type["id"] != "ptero" or nearest.y >= 90:
