@@ -2265,6 +2265,7 @@ class Races:
                 racer["inputs"] = None   # results stay; the replay is gone
         while len(self.by_id) > MAX_RACES_KEPT:
             del self.by_id[next(iter(self.by_id))]
+        return race
 
     def snapshot_parts(self):
         return {"races": copy_json(list(self.by_id.values()))}
@@ -3133,7 +3134,7 @@ RECORDS = {
     "ticket": (apply_ticket, lambda record: ()),      # decides nothing: a full pool drops its oldest
     "admin": (apply_admin, lambda record: EVERYTHING),
     "first start": (apply_first_start, lambda record: EVERYTHING),  # once, before the first answer
-    "race": (lambda state, record: state.races.add(record) or record, lambda record: EVERYTHING),
+    "race": (lambda state, record: state.races.add(record), lambda record: EVERYTHING),
     "race join": (apply_race_join, lambda record: (("race", record["race"]),)),
     "race inputs": (apply_race_inputs, lambda record: (("race", record["race"], record["key"]),)),
     "race end": (apply_race_end, lambda record: EVERYTHING),  # the results read every racer
@@ -5602,10 +5603,14 @@ class RaceKeeper:
                 continue
             with self.app.read():
                 reason = race_end_reason(race, self.now_ms())
-            if reason is not None:
-                self.end(race["id"], reason)
-            else:
-                self.tell()
+            try:
+                if reason is not None:
+                    self.end(race["id"], reason)
+                else:
+                    self.tell()
+            except HTTPError as refused:  # the disk refused, or the server is stopping: the next start ends it
+                self.app.log(f"race {race['id']} could not be ended now ({refused.message})")
+                self._wake.wait(RACE_IDLE_CHECK_S)
             self._wake.wait(RACE_KEEPER_S)
             self._wake.clear()
 
