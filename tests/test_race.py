@@ -173,6 +173,7 @@ def test_a_race_counts_down_then_everyone_plays_the_same_world(race_server):
     assert race["starts_at"] - race["created_at"] == 5000
     assert race["width"] == race_server.app.sim_config["world"]["width"]
     assert race_now(race_server)["seed"] == race["seed"]
+    assert Racer(race_server, "Ada").join(race).status == 200   # a race nobody joined ends at its start
     run_clock_to(race_server, race, 0)
     assert race_now(race_server)["state"] == "running"
 
@@ -224,6 +225,7 @@ def test_a_name_claimed_on_the_board_races_only_from_its_device(race_server):
 
 def test_a_late_page_watches_and_joins_the_next_race(race_server):
     race = start_race(race_server)
+    assert Racer(race_server, "Ada").join(race).status == 200   # a race nobody joined ends at its start
     run_clock_to(race_server, race, 1)
     assert error_of(Racer(race_server, "Late").join(race), 409) == (
         "the race has started: watch it on the board, and join the next one")
@@ -343,12 +345,15 @@ def test_inputs_back_after_a_wifi_drop_count_marked_late_within_the_slack(race_s
 
 def test_inputs_later_than_the_slack_are_refused_and_the_racer_is_out(race_server):
     race = start_race(race_server)
-    ada, bo = Racer(race_server, "Ada", reach=14), Racer(race_server, "Bo", reach=14)
+    ada, bo = Racer(race_server, "Ada", reach=14), Racer(race_server, "Bo", reach=10, tires_at=10 ** 6)
     ada.join(race), bo.join(race)
     run_clock_to(race_server, race, 1)
     ada.play(60), bo.play(60)
     assert ada.send().status == 200 and bo.send().status == 200
     distance = race_now(race_server)["racers"][0]["distance"]
+    run_clock_to(race_server, race, 12)             # Bo keeps in touch and running, so the race goes on
+    bo.play(11 * 60)
+    assert bo.send().json()["alive"] is True
     run_clock_to(race_server, race, 1 + dino.RACE_LATE_S + 1)
     ada.play(60 * (dino.RACE_LATE_S + 1))
     assert f"out of touch more than {dino.RACE_LATE_S} s" in error_of(ada.send(), 409)
