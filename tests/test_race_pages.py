@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from conftest import CSP_PROBE, HOSTILE_NAMES, PHONE, Tab, expect
+from conftest import CSP_PROBE, HOSTILE_NAMES, PHONE, Tab, eventually, expect
 from test_race import Racer, crash_all, race_now, race_server, run_clock_to, start_race  # noqa: F401 (a fixture)
 
 PROJECTOR = {"viewport": {"width": 1920, "height": 1080}, "device_scale_factor": 1}
@@ -42,9 +42,11 @@ def board_race(page):
     return page.evaluate("window.DinoBoardRace")
 
 
-def wait_for_board(page, condition):
-    """Waits until window.DinoBoardRace satisfies the JavaScript `condition` on `r`."""
-    page.wait_for_function(f"() => {{ const r = window.DinoBoardRace; return !!r && ({condition}); }}")
+def wait_for_board(page, condition, timeout=None):
+    """Waits until window.DinoBoardRace satisfies the JavaScript `condition` on `r` (the context's timeout,
+    unless told)."""
+    page.wait_for_function(f"() => {{ const r = window.DinoBoardRace; return !!r && ({condition}); }}",
+                           timeout=timeout)
     return board_race(page)
 
 
@@ -187,7 +189,8 @@ def test_watch_again_plays_the_whole_race_then_its_podium(race_server, open_page
     race = start_race(race_server, countdown_s=3)
     racers = joined(race_server, race, ("Ada", 0), ("Bo", 0))    # both run into the first cactus: a short race
     crash_all(race_server, race, racers)
-    assert race_now(race_server, race["id"])["state"] == "done"
+    # The race thread ends the race a moment after the last crash.
+    eventually(lambda: race_now(race_server, race["id"])["state"] == "done", 10, "the race to end")
     tab = open_page(f"/board?race={race['id']}")
     page = tab.page
     first = wait_for_board(page, "r.state === 'replay' || r.state === 'done'")
