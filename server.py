@@ -2231,8 +2231,8 @@ class RaceJudge:
         self.advance(config, race, dict(racer, inputs=[], tick=0), racer["inputs"], racer["tick"])
         return entry
 
-    def forget(self, race_id, key=None):
-        for world_key in [k for k in self._worlds if k[0] == race_id and key in (None, k[1])]:
+    def forget(self, race_id):
+        for world_key in [k for k in self._worlds if k[0] == race_id]:
             del self._worlds[world_key]
 
 
@@ -4410,10 +4410,6 @@ class Broadcaster:
         stream.sock.close()
         self.unsubscribe(stream.client)
 
-    @property
-    def stream_count(self):
-        return len(self._streams)
-
 
 class EventStream:
     """The answer to /events: headers and a retry hint, then the socket goes to the broadcaster.
@@ -4421,8 +4417,6 @@ class EventStream:
     It holds one of the broadcaster's slots from creation; ``close`` gives
     the slot back unless the broadcaster took the socket (and the slot) over.
     """
-
-    streamed = True
 
     def __init__(self, broadcaster, client, inputs=False):
         self.broadcaster = broadcaster
@@ -5514,6 +5508,14 @@ def parse_race_batch(body):
     return batch
 
 
+def racing_page(app, request):
+    """The racing page's owner (its Player-Key's hash); a page without one can watch, not race."""
+    owner = app.owner_of(request)
+    if owner is None:
+        raise bad_request("racing needs the game page's Player-Key: a page without a name can watch")
+    return owner
+
+
 class RaceKeeper:
     """Moves races along between requests: tells pages what changed and ends a race when it is over.
 
@@ -5687,9 +5689,7 @@ class RaceRoutes:
     def join_race(self, request, race_id):
         """Join a race in its countdown, under this page's own name (its Player-Key's)."""
         app = self.app
-        owner = app.owner_of(request)
-        if owner is None:
-            raise bad_request("racing needs the game page's Player-Key: a page without a name can watch")
+        owner = racing_page(app, request)
         fields = parse_json_object(request.body, '{"name": "Ada"}')
         name = clean_name(fields.get("name") if isinstance(fields.get("name"), str) else "")
         device = app.device_of(request.client)
@@ -5707,9 +5707,7 @@ class RaceRoutes:
     def race_inputs(self, request, race_id):
         """One batch of a racer's key changes: judged by the server's replay and relayed to the board."""
         app = self.app
-        owner = app.owner_of(request)
-        if owner is None:
-            raise bad_request("race inputs need the racer's Player-Key")
+        owner = racing_page(app, request)
         batch = parse_race_batch(request.body)
         # Per racing page: a family tablet or a test's browser may race several pages from one address,
         # and each page is a racer the address had to join (RACE_JOINS), so the address stays bounded.
@@ -5719,9 +5717,7 @@ class RaceRoutes:
         racer = app.commit(lambda state: decide_race_inputs(state, app.sim_config, race_id, owner, batch,
                                                              self.now_ms()))
         with app.read():
-            place = 1 + sum(other["distance"] > racer["distance"] or (
-                other["distance"] == racer["distance"] and other["n"] < racer["n"])
-                for other in app.state.races.by_id[race_id]["racers"].values())
+            place = racers_by_place(app.state.races.by_id[race_id]).index(racer) + 1
             answer = {"tick": racer["tick"], "distance": racer["distance"], "score": racer["score"],
                       "alive": racer["crashed_at"] is None and not racer["quit"], "late": racer["late"],
                       "place": place}

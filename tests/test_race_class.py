@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, Proc, eventually, expect
 from test_race_page import named_tab, race_now, start_race, wait_for_race
+from test_race_pages import wait_for_board as wait_for_board_within
 
 sys.path.insert(0, str(ROOT))
 import server as dino  # noqa: E402  the server's own replay judges the results
@@ -24,14 +25,8 @@ PROJECTOR = {"viewport": {"width": 1920, "height": 1080}, "device_scale_factor":
 RACE_MS = 30_000
 
 
-def board_race(page):
-    return page.evaluate("window.DinoBoardRace && JSON.parse(JSON.stringify(window.DinoBoardRace))")
-
-
-def wait_for_board(page, condition, timeout=RACE_MS):
-    page.wait_for_function(f"() => {{ const r = window.DinoBoardRace; return !!r && ({condition}); }}",
-                           timeout=timeout)
-    return board_race(page)
+def wait_for_board(page, condition):
+    return wait_for_board_within(page, condition, RACE_MS)
 
 
 def jump_at(pages, race, schedule):

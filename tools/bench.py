@@ -983,8 +983,13 @@ def report_events(repeat):
                 ["run", "deliveries", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows())
 
 
-MEASUREMENTS = ("table", "attack", "verify", "burst", "class", "memory", "events", "console", "reposts", "tickets",
-                "pages", "burst300", "race", "race-pages")
+# Each measurement but the table, by name, in the order they run: report(repeat).
+MEASURED_BY = {"attack": lambda repeat: report_attack(100_000, repeat), "verify": report_verify,
+               "burst": report_burst, "class": report_class, "memory": report_memory, "events": report_events,
+               "console": report_console, "reposts": report_reposts, "tickets": report_tickets,
+               "pages": bench_live.report_pages, "burst300": bench_live.report_burst300,
+               "race": bench_live.report_race, "race-pages": bench_live.report_race_pages}
+MEASUREMENTS = ("table", *MEASURED_BY)
 
 
 def main(argv=None):
@@ -1003,32 +1008,9 @@ def main(argv=None):
         parser.error(f"unknown measurement {', '.join(sorted(unknown))}; choose from {', '.join(MEASUREMENTS)}")
     if "table" in chosen:
         report_table([int(part) for part in args.players.split(",")], args.duration, args.repeat)
-    if "attack" in chosen:
-        report_attack(100_000, args.repeat)
-    if "verify" in chosen:
-        report_verify(args.repeat)
-    if "burst" in chosen:
-        report_burst(args.repeat)
-    if "class" in chosen:
-        report_class(args.repeat)
-    if "memory" in chosen:
-        report_memory(args.repeat)
-    if "events" in chosen:
-        report_events(args.repeat)
-    if "console" in chosen:
-        report_console(args.repeat)
-    if "reposts" in chosen:
-        report_reposts(args.repeat)
-    if "tickets" in chosen:
-        report_tickets(args.repeat)
-    if "pages" in chosen:
-        bench_live.report_pages(args.repeat)
-    if "burst300" in chosen:
-        bench_live.report_burst300(args.repeat)
-    if "race" in chosen:
-        bench_live.report_race(args.repeat)
-    if "race-pages" in chosen:
-        bench_live.report_race_pages(args.repeat)
+    for name, report in MEASURED_BY.items():
+        if name in chosen:
+            report(args.repeat)
     return 0
 
 if __name__ == "__main__":
