@@ -299,6 +299,8 @@ def test_verified_runs_are_marked_with_a_link_to_watch_them(server, open_tab):
             {"rank": 3, "name": "Cy", "best": 341, "verified": False, "run": "r-18"}]
 
     def serve_players(page):
+        # No live stream: its first event carries the real (empty) standings and overtakes these rows.
+        page.route("**/events*", lambda route: route.abort())
         page.route("**/players?limit=10&ties=1",
                    lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(rows)))
     page = open_tab("/board", before_load=serve_players, **PROJECTOR).page
