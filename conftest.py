@@ -101,13 +101,25 @@ def child_options():
     return {"creationflags": subprocess.CREATE_NEW_CONSOLE, "startupinfo": hidden}
 
 
+# Tries at starting the Ctrl-C helper: under Wine, starting a process fails now and then for no reason
+# of ours, and a server left running keeps Wine's server, and so the CI's output pipe, open for good.
+CTRL_C_TRIES = 3
+
+
 def press_ctrl_c(popen):
     """Send a child started with child_options() what Ctrl-C in its console sends: SIGINT, or CTRL_C_EVENT."""
     if not WINDOWS:
         popen.send_signal(signal.SIGINT)
         return
-    helper = subprocess.run([sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
-                            stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS)
+    for attempt in range(CTRL_C_TRIES):
+        try:
+            helper = subprocess.run([sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
+                                    stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS)
+            break
+        except OSError:   # Wine's CreateProcess now and then fails with WinError 1359, "Internal error"
+            if attempt == CTRL_C_TRIES - 1:
+                raise
+            time.sleep(0.5)
     if helper.returncode != 0 and popen.poll() is None:
         raise AssertionError(f"could not press Ctrl-C in the server's console: {helper.stderr!r}")
 
@@ -191,6 +203,7 @@ def subprocess_env():
 class Proc:
     """python3 server.py as a child process, its stdout and stderr in files; restartable on its port."""
     counter = 0
+    launched = []   # every child this session started, so none outlives it (see pytest_sessionfinish)
 
     def __init__(self, workdir, data_dir, *args, quiet=True, port=None, env=None):
         Proc.counter += 1
@@ -217,6 +230,7 @@ class Proc:
         with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
             self.p = subprocess.Popen(self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                       cwd=self.workdir, env=self.env, **child_options())
+        Proc.launched.append(self.p)
 
     def wait_ready(self, timeout=SERVER_START_S):
         """Wait until it answers and has printed its banner (so its Ctrl-C handler is in place too)."""
@@ -268,7 +282,11 @@ class Proc:
         if self.p is None or self.p.poll() is not None:
             return None, 0.0
         began = time.monotonic()
-        self.ctrl_c()
+        try:
+            self.ctrl_c()
+        except BaseException:
+            self.kill9()   # a Ctrl-C that could not be sent must not leave the server running
+            raise
         try:
             code = self.p.wait(10)
         except subprocess.TimeoutExpired:
@@ -425,3 +443,11 @@ def canvas_pixels(page):
 
 def same_origin(server, url):
     return url.startswith(server.url + "/") or url.startswith(("data:", "blob:"))
+
+
+def pytest_sessionfinish(session):
+    """End any server a failed test left running: an orphan under Wine keeps the CI's output open forever."""
+    for child in Proc.launched:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
