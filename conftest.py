@@ -101,9 +101,22 @@ def child_options():
     return {"creationflags": subprocess.CREATE_NEW_CONSOLE, "startupinfo": hidden}
 
 
-# Tries at starting the Ctrl-C helper: under Wine, starting a process fails now and then for no reason
-# of ours, and a server left running keeps Wine's server, and so the CI's output pipe, open for good.
-CTRL_C_TRIES = 3
+# Tries at starting a process: under Wine, CreateProcess now and then fails with WinError 1359
+# ("Internal error") for no reason of ours. A test would fail for it, and a server whose Ctrl-C
+# helper did not start would stay up and keep Wine's server, and so CI's output pipe, open for good.
+START_TRIES = 3
+WINE_INTERNAL_ERROR = 1359
+
+
+def retry_start(start):
+    """start(), which starts a process, tried again when Wine failed to start it."""
+    for attempt in range(1, START_TRIES + 1):
+        try:
+            return start()
+        except OSError as error:
+            if getattr(error, "winerror", None) != WINE_INTERNAL_ERROR or attempt == START_TRIES:
+                raise
+            time.sleep(0.5)
 
 
 def press_ctrl_c(popen):
@@ -111,15 +124,9 @@ def press_ctrl_c(popen):
     if not WINDOWS:
         popen.send_signal(signal.SIGINT)
         return
-    for attempt in range(CTRL_C_TRIES):
-        try:
-            helper = subprocess.run([sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
-                                    stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS)
-            break
-        except OSError:   # Wine's CreateProcess now and then fails with WinError 1359, "Internal error"
-            if attempt == CTRL_C_TRIES - 1:
-                raise
-            time.sleep(0.5)
+    helper = retry_start(lambda: subprocess.run(
+        [sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
+        stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS))
     if helper.returncode != 0 and popen.poll() is None:
         raise AssertionError(f"could not press Ctrl-C in the server's console: {helper.stderr!r}")
 
@@ -228,8 +235,9 @@ class Proc:
 
     def launch(self):
         with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
-            self.p = subprocess.Popen(self.command(), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                      cwd=self.workdir, env=self.env, **child_options())
+            self.p = retry_start(lambda: subprocess.Popen(self.command(), stdout=out, stderr=err,
+                                                          stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                                          env=self.env, **child_options()))
         Proc.launched.append(self.p)
 
     def wait_ready(self, timeout=SERVER_START_S):

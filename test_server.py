@@ -34,8 +34,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from conftest import (WINDOWS, Proc, Reply, call, count_unverified, free_port, post_score, subprocess_env,
-                      unix_only)
+from conftest import (WINDOWS, Proc, Reply, call, count_unverified, free_port, post_score, retry_start,
+                      subprocess_env, unix_only)
 
 REPO = Path(__file__).resolve().parent
 SERVER_PY = REPO / "server.py"
@@ -275,9 +275,9 @@ def spawn(tmp_path):
 
 def run_server(workdir, *args, timeout=15):
     """Run server.py to completion (for --help and startup refusals)."""
-    return subprocess.run([sys.executable, str(SERVER_PY), *[str(a) for a in args]],
-                          capture_output=True, encoding="utf-8", timeout=timeout, cwd=workdir,
-                          env=subprocess_env(), stdin=subprocess.DEVNULL)
+    return retry_start(lambda: subprocess.run([sys.executable, str(SERVER_PY), *[str(a) for a in args]],
+                                              capture_output=True, encoding="utf-8", timeout=timeout,
+                                              cwd=workdir, env=subprocess_env(), stdin=subprocess.DEVNULL))
 
 
 def assert_one_line_startup_error(result, *needles):
@@ -1701,9 +1701,9 @@ def test_request_in_flight_at_ctrl_c_is_answered_and_kept(spawn, start, tmp_path
 def test_port_defaults_to_the_port_environment_variable(tmp_path):
     port = free_port()
     env = dict(subprocess_env(), PORT=str(port))
-    proc = subprocess.Popen([sys.executable, str(SERVER_PY), "--host", "127.0.0.1", "--data",
-                             str(tmp_path / "data"), "--quiet"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = retry_start(lambda: subprocess.Popen(
+        [sys.executable, str(SERVER_PY), "--host", "127.0.0.1", "--data", str(tmp_path / "data"), "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -2992,8 +2992,8 @@ def test_readme_bot_wins_guess_the_number(live, tmp_path):
     assert len(bot.strip().splitlines()) <= 20
     script = tmp_path / "bot.py"
     script.write_text(bot.replace("http://localhost:8080", f"http://127.0.0.1:{live.port}"), encoding="utf-8")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, encoding="utf-8", timeout=30,
-                            env=subprocess_env())
+    result = retry_start(lambda: subprocess.run([sys.executable, str(script)], capture_output=True,
+                                                encoding="utf-8", timeout=30, env=subprocess_env()))
     assert result.returncode == 0, result.stderr
     # The stats come from GET /status with parameters in the query string.
     assert result.stdout == "win {'win': 1, 'lose': 0, 'total': 1}\n"

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import HOST, ROOT, WINDOWS, Proc, eventually, free_port, subprocess_env
+from conftest import HOST, ROOT, WINDOWS, Proc, eventually, free_port, retry_start, subprocess_env
 
 import server as dino
 
@@ -70,9 +70,9 @@ class TunedProc(Proc):
 
 def run_to_the_end(workdir, *args, env=None):
     """server.py run until it exits by itself (a refusal at start); stdout and stderr as text."""
-    return subprocess.run([sys.executable, str(ROOT / "server.py"), *map(str, args)], capture_output=True,
-                          encoding="utf-8", errors="replace", timeout=60, cwd=workdir, env=env or subprocess_env(),
-                          stdin=subprocess.DEVNULL)
+    return retry_start(lambda: subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *map(str, args)], capture_output=True, encoding="utf-8",
+        errors="replace", timeout=60, cwd=workdir, env=env or subprocess_env(), stdin=subprocess.DEVNULL))
 
 
 def one_error_line(result):
