@@ -131,15 +131,8 @@ def press_ctrl_c(popen):
         return
     failures = []
     for _ in range(START_TRIES):
-        try:
-            helper = retry_start(lambda: subprocess.run(
-                [sys.executable, "-c", WINDOWS_CTRL_C, str(popen.pid)], capture_output=True,
-                stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS))
-            failure = helper.returncode and (helper.stderr.decode(errors="replace").strip()
-                                             or f"the helper exited with {helper.returncode}")
-        except subprocess.TimeoutExpired:
-            failure = "the helper hung for 30 s"
-        if not failure or popen.poll() is not None:
+        failure = run_ctrl_c_helper(popen.pid)
+        if failure is None or popen.poll() is not None:
             return
         failures.append(failure)
         try:
@@ -148,6 +141,19 @@ def press_ctrl_c(popen):
         except subprocess.TimeoutExpired:
             pass
     raise AssertionError(f"could not press Ctrl-C in the server's console: {failures}")
+
+
+def run_ctrl_c_helper(pid):
+    """Press Ctrl-C in the console of Windows process pid from a helper: None, or why it failed."""
+    try:
+        helper = retry_start(lambda: subprocess.run(
+            [sys.executable, "-c", WINDOWS_CTRL_C, str(pid)], capture_output=True,
+            stdin=subprocess.DEVNULL, timeout=30, creationflags=subprocess.DETACHED_PROCESS))
+    except subprocess.TimeoutExpired:
+        return "the helper hung for 30 s"
+    if helper.returncode == 0:
+        return None
+    return helper.stderr.decode(errors="replace").strip() or f"the helper exited with {helper.returncode}"
 
 
 def memory_mib(pid):
