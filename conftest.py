@@ -232,6 +232,13 @@ def subprocess_env():
     return env
 
 
+def run_to_the_end(workdir, *args, env=None):
+    """server.py run until it exits by itself (--help, a refusal at start); stdout and stderr as text."""
+    return retry_start(lambda: subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *map(str, args)], capture_output=True, encoding="utf-8",
+        errors="replace", timeout=60, cwd=workdir, env=env or subprocess_env(), stdin=subprocess.DEVNULL))
+
+
 class Proc:
     """python3 server.py as a child process, its stdout and stderr in files; restartable on its port."""
     counter = 0

@@ -35,7 +35,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from conftest import (WINDOWS, Proc, Reply, call, count_unverified, free_port, post_score, retry_start,
-                      subprocess_env, unix_only)
+                      run_to_the_end, subprocess_env, unix_only)
 
 REPO = Path(__file__).resolve().parent
 SERVER_PY = REPO / "server.py"
@@ -271,13 +271,6 @@ def spawn(tmp_path):
     yield _spawn
     for proc in procs:
         proc.stop()
-
-
-def run_server(workdir, *args, timeout=15):
-    """Run server.py to completion (for --help and startup refusals)."""
-    return retry_start(lambda: subprocess.run([sys.executable, str(SERVER_PY), *[str(a) for a in args]],
-                                              capture_output=True, encoding="utf-8", timeout=timeout,
-                                              cwd=workdir, env=subprocess_env(), stdin=subprocess.DEVNULL))
 
 
 def assert_one_line_startup_error(result, *needles):
@@ -1441,7 +1434,7 @@ def test_corruption_in_the_middle_of_the_journal_refuses_to_start(killed_journal
     lines[1] = b"#garbage{not json at all\n"
     journal.write_bytes(b"".join(lines))
     before = file_bytes(data)
-    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
+    result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
     assert_one_line_startup_error(result, "journal.jsonl")
     assert_files_untouched(data, before)
 
@@ -1471,7 +1464,7 @@ def test_corrupt_snapshot_is_a_one_line_error_from_the_command_line(tmp_path):
     data.mkdir()
     (data / "state.json").write_bytes(b'{"players": {"a": [1, 2')
     before = file_bytes(data)
-    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
+    result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", free_port(), "--data", data, "--quiet")
     assert_one_line_startup_error(result, "state.json")
     assert_files_untouched(data, before)
 
@@ -1749,7 +1742,7 @@ def test_port_already_in_use_is_a_one_line_error(tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = run_server(tmp_path, "--host", "127.0.0.1", "--port", port,
+        result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", port,
                             "--data", tmp_path / "data", "--quiet")
     assert result.returncode != 0
     line = assert_one_line_startup_error(result)
@@ -1757,7 +1750,7 @@ def test_port_already_in_use_is_a_one_line_error(tmp_path):
 
 
 def test_help_explains_every_option(tmp_path):
-    result = run_server(tmp_path, "--help")
+    result = run_to_the_end(tmp_path, "--help")
     assert result.returncode == 0, result.stderr
     for option in ("--host", "--port", "--data", "--quiet", "--token-ttl", "--games"):
         assert option in result.stdout, option
@@ -2744,14 +2737,14 @@ BAD_PLUGINS = [
 def test_bad_plugin_file_stops_startup_with_a_clear_message(tmp_path, source, problem):
     path = tmp_path / "bad_games.py"
     path.write_text(source)
-    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+    result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
                         "--data", tmp_path / "data", "--quiet", "--games", path)
     line = assert_one_line_startup_error(result, "bad_games.py")
     assert problem in line
 
 
 def test_missing_plugin_file_stops_startup(tmp_path):
-    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+    result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
                         "--data", tmp_path / "data", "--quiet", "--games", tmp_path / "nowhere.py")
     assert_one_line_startup_error(result, "nowhere.py")
 
@@ -2858,7 +2851,7 @@ def test_banner_says_which_built_in_game_a_games_file_replaces(spawn, tmp_path):
 def test_two_games_with_one_id_in_one_file_stop_startup(tmp_path):
     path = tmp_path / "twice_games.py"
     path.write_text(SECOND_DESIGN_GAMES + "\n\nclass Again(Tens):\n    pass\n")
-    result = run_server(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
+    result = run_to_the_end(tmp_path, "--host", "127.0.0.1", "--port", free_port(),
                         "--data", tmp_path / "data", "--quiet", "--games", path)
     assert_one_line_startup_error(result, "twice_games.py", "'random'")
 

@@ -11,7 +11,6 @@ read. Nothing here skips, except that one check Wine cannot make (see UNDER_WINE
 import http.client
 import json
 import re
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -19,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import HOST, ROOT, WINDOWS, Proc, eventually, free_port, retry_start, subprocess_env
+from conftest import HOST, ROOT, WINDOWS, Proc, eventually, free_port, run_to_the_end, subprocess_env
 
 import server as dino
 
@@ -66,13 +65,6 @@ class TunedProc(Proc):
 
     def command(self):
         return [sys.executable, "-c", TUNED, str(ROOT), json.dumps(self.tuning), *super().command()[2:]]
-
-
-def run_to_the_end(workdir, *args, env=None):
-    """server.py run until it exits by itself (a refusal at start); stdout and stderr as text."""
-    return retry_start(lambda: subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), *map(str, args)], capture_output=True, encoding="utf-8",
-        errors="replace", timeout=60, cwd=workdir, env=env or subprocess_env(), stdin=subprocess.DEVNULL))
 
 
 def one_error_line(result):
